@@ -1,0 +1,1 @@
+"""scalelab: sharded training runs, parameter sweeps and scaling-law fits in JAX/Flax."""

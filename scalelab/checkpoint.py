@@ -1,0 +1,51 @@
+"""Orbax checkpoints of the train state: async save, keep the last k, resume.
+
+A checkpoint holds the state tree and a small JSON record (step, cumulative
+wall time, topology). Restoring takes a target of ShapeDtypeStructs carrying
+the current mesh's shardings, so a run can resume on a different mesh.
+A save interrupted by a kill leaves a temporary directory that orbax
+ignores, so resuming always starts from the last complete checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    def __init__(self, directory: str | Path, *, every_steps: int, keep: int, async_save: bool):
+        self.manager = ocp.CheckpointManager(
+            Path(directory).absolute(),
+            options=ocp.CheckpointManagerOptions(
+                save_interval_steps=every_steps,
+                enable_async_checkpointing=async_save,
+                preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+                cleanup_tmp_directories=True,
+            ))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, record: dict, *, force: bool = False) -> bool:
+        """Save if `step` is on the interval (or `force`); returns whether it saved."""
+        return self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)), force=force)
+
+    def restore(self, step: int, target) -> tuple[object, dict]:
+        """State laid out as `target` (a tree of jax.ShapeDtypeStruct with shardings) and the record."""
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), record=ocp.args.JsonRestore()))
+        return restored.state, dict(restored.record)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def abstract_target(shapes, shardings):
+    """ShapeDtypeStructs carrying `shardings`, the form orbax restores into."""
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)

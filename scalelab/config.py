@@ -1,0 +1,173 @@
+"""Run configuration: defaults, validation with clear errors, derived values.
+
+`validate` collects every problem it can see (unknown keys, wrong types,
+impossible values, meshes or batches that do not fit the devices) and
+raises one ConfigError naming each key, its value and what would be valid,
+before anything is compiled.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+
+from ml_collections import ConfigDict
+
+from scalelab import data as data_lib
+from scalelab import flops, models, optim, parallel
+from scalelab.errors import ConfigError
+
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+def base_config(model: str = 'transformer') -> ConfigDict:
+    """Every key a run reads, with its default; experiments override these."""
+    cfg = ConfigDict()
+    cfg.seed = 0
+    cfg.model = models.family(model).default_config()
+    cfg.data = data_lib.default_config()
+    cfg.train = ConfigDict(dict(
+        global_batch=16,
+        steps=1000,           # used unless tokens or flops is positive
+        tokens=0.0,           # training duration in tokens (overrides steps when > 0)
+        flops=0.0,            # training duration in model FLOPs (overrides steps when > 0)
+        microbatches=1,       # gradient accumulation: global_batch is split into this many
+        compute_dtype='float32',
+        log_every=10,
+        eval_every=200,       # 0: evaluate only at the end
+        eval_batches=8,
+    ))
+    cfg.optim = optim.default_config()
+    cfg.checkpoint = ConfigDict(dict(
+        every_steps=200,
+        keep=3,
+        async_save=True,
+    ))
+    cfg.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    return cfg
+
+
+def resolve(cfg: ConfigDict, num_devices: int) -> ConfigDict:
+    """Validated copy with defaults filled in and derived values computed.
+
+    Derived: mesh sizes (-1 filled), model sizes given as 0, and train.steps
+    when the duration is given in tokens or FLOPs.
+    """
+    validate(cfg, num_devices)
+    out = base_config(cfg.model.name)
+    _merge_into(out, cfg)
+    out.mesh.update(parallel.mesh_shape(out.mesh, num_devices))
+    models.family(out.model.name).resolve(out.model)
+    tokens_per_step = out.train.global_batch * out.data.seq_len
+    if out.train.flops > 0:
+        per_step = flops.train_flops_per_step(out.model, out.data.seq_len, out.train.global_batch)
+        out.train.steps = max(1, math.ceil(out.train.flops / per_step))
+    elif out.train.tokens > 0:
+        out.train.steps = max(1, math.ceil(out.train.tokens / tokens_per_step))
+    out.lock()
+    return out
+
+
+def validate(cfg: ConfigDict, num_devices: int) -> None:
+    name = cfg.get('model', {}).get('name', 'transformer')
+    if name not in models.FAMILIES:
+        raise ConfigError([f'model.name={name!r}: unknown model family; valid: {sorted(models.FAMILIES)}'])
+    reference = base_config(name)
+    problems = _schema_problems(cfg, reference, '')
+    if problems:  # value checks need the right keys and types
+        raise ConfigError(problems)
+    full = base_config(name)
+    _merge_into(full, cfg)
+    problems = _value_problems(full, num_devices)
+    if problems:
+        raise ConfigError(problems)
+
+
+def _schema_problems(cfg: ConfigDict, reference: ConfigDict, prefix: str) -> list[str]:
+    problems = []
+    for key, value in cfg.items():
+        path = prefix + key
+        if key not in reference:
+            close = difflib.get_close_matches(key, list(reference.keys()), n=1)
+            hint = f'; did you mean {prefix}{close[0]}?' if close else ''
+            problems.append(f'{path}: unknown key{hint} (valid keys under '
+                            f'{prefix.rstrip(".") or "the top level"}: {", ".join(sorted(reference.keys()))})')
+            continue
+        expected = reference[key]
+        if isinstance(expected, ConfigDict):
+            if not isinstance(value, (ConfigDict, dict)):
+                problems.append(f'{path}={value!r}: expected a section of keys, got {type(value).__name__}')
+            else:
+                problems += _schema_problems(ConfigDict(value) if isinstance(value, dict) else value,
+                                             expected, path + '.')
+        elif not _type_ok(value, expected):
+            problems.append(f'{path}={value!r}: expected {type(expected).__name__}, got {type(value).__name__}')
+    return problems
+
+
+def _type_ok(value, expected) -> bool:
+    if isinstance(expected, bool):
+        return isinstance(value, bool)
+    if isinstance(expected, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(expected, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, type(expected))
+
+
+def _merge_into(dst: ConfigDict, src: ConfigDict) -> None:
+    for key, value in src.items():
+        if isinstance(value, (ConfigDict, dict)):
+            _merge_into(dst[key], value)
+        else:
+            expected = dst[key]
+            dst[key] = float(value) if isinstance(expected, float) else value
+
+
+def _choice(problems: list[str], path: str, value, valid) -> None:
+    if value not in valid:
+        problems.append(f'{path}={value!r}: not one of {", ".join(map(repr, valid))}')
+
+
+def _positive(problems: list[str], path: str, value, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        problems.append(f'{path}={value}: must be {"non-negative" if allow_zero else "positive"}')
+
+
+def _value_problems(cfg: ConfigDict, num_devices: int) -> list[str]:
+    problems: list[str] = []
+    family = models.family(cfg.model.name)
+    for key in family.POSITIVE:
+        _positive(problems, f'model.{key}', cfg.model[key])
+    for key, valid in family.CHOICES.items():
+        _choice(problems, f'model.{key}', cfg.model[key], valid)
+
+    t = cfg.train
+    for key in ('global_batch', 'microbatches', 'log_every', 'eval_batches'):
+        _positive(problems, f'train.{key}', t[key])
+    for key in ('tokens', 'flops', 'eval_every'):
+        _positive(problems, f'train.{key}', t[key], allow_zero=True)
+    if t.tokens > 0 and t.flops > 0:
+        problems.append(f'train.tokens={t.tokens} and train.flops={t.flops}: give the duration one way only')
+    if t.tokens <= 0 and t.flops <= 0:
+        _positive(problems, 'train.steps', t.steps)
+    _choice(problems, 'train.compute_dtype', t.compute_dtype, COMPUTE_DTYPES)
+    _positive(problems, 'checkpoint.every_steps', cfg.checkpoint.every_steps)
+    _positive(problems, 'checkpoint.keep', cfg.checkpoint.keep)
+
+    problems += optim.validate(cfg.optim)
+    problems += data_lib.validate(cfg.data)
+    if not problems:  # family checks assume sane basic values
+        problems += family.validate(cfg.model, cfg.data.seq_len)
+
+    try:
+        sizes = parallel.mesh_shape(cfg.mesh, num_devices)
+    except ValueError as e:
+        problems.append(str(e))
+    else:
+        shards = sizes['data'] * sizes['fsdp']
+        if t.global_batch % (shards * t.microbatches):
+            problems.append(
+                f'train.global_batch={t.global_batch}: must be divisible by data x fsdp = {shards}'
+                + (f' times train.microbatches={t.microbatches}' if t.microbatches > 1 else '')
+                + f'; valid: multiples of {shards * t.microbatches}')
+    return problems

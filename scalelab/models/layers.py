@@ -1,0 +1,58 @@
+"""Building blocks whose parameters carry logical axis names."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def normal(std: float, names: Sequence[str | None]):
+    return nnx.with_partitioning(nnx.initializers.normal(std), tuple(names))
+
+
+def zeros(names: Sequence[str | None]):
+    return nnx.with_partitioning(nnx.initializers.zeros_init(), tuple(names))
+
+
+def ones(names: Sequence[str | None]):
+    return nnx.with_partitioning(nnx.initializers.ones_init(), tuple(names))
+
+
+class Dense(nnx.Module):
+    """y = x · W (+ b), contracting the last len(in_shape) axes of x.
+
+    A general shape lets attention keep heads as their own axis
+    (d_model -> heads x head_dim), so tensor parallelism can split them.
+    """
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int],
+                 names: Sequence[str | None], *, std: float, use_bias: bool, rngs: nnx.Rngs):
+        self.n_in = len(in_shape)
+        out_names = tuple(names[self.n_in:])
+        self.kernel = nnx.Param(normal(std, names)(rngs.params(), (*in_shape, *out_shape)))
+        self.bias = nnx.Param(zeros(out_names)(rngs.params(), tuple(out_shape))) if use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jnp.tensordot(x, self.kernel[...], axes=self.n_in)
+        if self.bias is not None:
+            y = y + self.bias[...]
+        return y
+
+
+def norm(kind: str, dim: int, *, eps: float, use_bias: bool, rngs: nnx.Rngs) -> nnx.Module:
+    """RMSNorm or LayerNorm over the last axis; statistics are computed in float32 by flax."""
+    if kind == 'rmsnorm':
+        return nnx.RMSNorm(dim, epsilon=eps, scale_init=ones(('norm',)), rngs=rngs)
+    if kind == 'layernorm':
+        return nnx.LayerNorm(dim, epsilon=eps, use_bias=use_bias, scale_init=ones(('norm',)),
+                             bias_init=zeros(('norm',)), rngs=rngs)
+    raise ValueError(f'unknown norm {kind!r}')
+
+
+def dropout(x: jax.Array, rate: float, rngs: nnx.Rngs | None) -> jax.Array:
+    """Inverted dropout; identity when rate is 0 or no rngs are given (evaluation)."""
+    if rate == 0.0 or rngs is None:
+        return x
+    return nnx.Dropout(rate)(x, deterministic=False, rngs=rngs)

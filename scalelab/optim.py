@@ -1,0 +1,94 @@
+"""Optimizer and learning-rate schedule from config, built from optax parts."""
+from __future__ import annotations
+
+import jax
+import optax
+from ml_collections import ConfigDict
+
+OPTIMIZERS = ('sgd', 'momentum', 'adagrad', 'rmsprop', 'adam', 'adamw')
+SCHEDULES = ('constant', 'cosine', 'wsd')
+
+
+def default_config() -> ConfigDict:
+    return ConfigDict(dict(
+        name='adamw',
+        learning_rate=1e-3,   # peak
+        schedule='cosine',    # constant | cosine | wsd (warmup-stable-decay)
+        warmup_steps=100,
+        decay_fraction=0.2,   # wsd: share of the run spent decaying
+        min_lr_ratio=0.1,     # final learning rate / peak (cosine, wsd)
+        b1=0.9,
+        b2=0.95,
+        eps=1e-8,
+        momentum=0.9,         # sgd with momentum ('momentum')
+        weight_decay=0.1,     # adamw: decoupled; others: added to the gradient (L2)
+        grad_clip=1.0,        # global-norm clipping; 0: off
+    ))
+
+
+def validate(cfg: ConfigDict) -> list[str]:
+    problems = []
+    if cfg.name not in OPTIMIZERS:
+        problems.append(f'optim.name={cfg.name!r}: not one of {", ".join(OPTIMIZERS)}')
+    if cfg.schedule not in SCHEDULES:
+        problems.append(f'optim.schedule={cfg.schedule!r}: not one of {", ".join(SCHEDULES)}')
+    if not cfg.learning_rate > 0:
+        problems.append(f'optim.learning_rate={cfg.learning_rate}: must be positive')
+    for key in ('warmup_steps', 'weight_decay', 'grad_clip'):
+        if cfg[key] < 0:
+            problems.append(f'optim.{key}={cfg[key]}: must be non-negative')
+    for key in ('decay_fraction', 'min_lr_ratio'):
+        if not 0.0 <= cfg[key] <= 1.0:
+            problems.append(f'optim.{key}={cfg[key]}: must be in [0, 1]')
+    for key in ('b1', 'b2', 'momentum'):
+        if not 0.0 <= cfg[key] < 1.0:
+            problems.append(f'optim.{key}={cfg[key]}: must be in [0, 1)')
+    if not cfg.eps > 0:
+        problems.append(f'optim.eps={cfg.eps}: must be positive')
+    return problems
+
+
+def schedule(cfg: ConfigDict, total_steps: int) -> optax.Schedule:
+    """Linear warmup from 0, then constant, cosine, or stable-then-linear decay."""
+    peak, warmup = cfg.learning_rate, min(cfg.warmup_steps, total_steps)
+    final = peak * cfg.min_lr_ratio
+    if cfg.schedule == 'constant':
+        main = optax.constant_schedule(peak)
+    elif cfg.schedule == 'cosine':
+        main = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1), alpha=cfg.min_lr_ratio)
+    elif cfg.schedule == 'wsd':
+        decay = max(int(round(cfg.decay_fraction * total_steps)), 0)
+        stable = max(total_steps - warmup - decay, 0)
+        main = optax.join_schedules(
+            [optax.constant_schedule(peak), optax.linear_schedule(peak, final, max(decay, 1))], [stable])
+    else:
+        raise ValueError(f'optim.schedule={cfg.schedule!r}: not one of {", ".join(SCHEDULES)}')
+    if warmup == 0:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+
+
+def decay_mask(params):
+    """Weight decay applies to matrices only: norms' scales and biases are skipped."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def make(cfg: ConfigDict, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    lr = schedule(cfg, total_steps)
+    parts = []
+    if cfg.grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(cfg.grad_clip))
+    if cfg.name == 'adamw':
+        parts.append(optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                                 weight_decay=cfg.weight_decay, mask=decay_mask))
+    else:
+        if cfg.weight_decay > 0:
+            parts.append(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask))
+        parts.append({
+            'sgd': lambda: optax.sgd(lr),
+            'momentum': lambda: optax.sgd(lr, momentum=cfg.momentum),
+            'adagrad': lambda: optax.adagrad(lr, eps=cfg.eps),
+            'rmsprop': lambda: optax.rmsprop(lr, decay=cfg.b2, eps=cfg.eps),
+            'adam': lambda: optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+        }[cfg.name]())
+    return optax.chain(*parts), lr

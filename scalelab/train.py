@@ -1,0 +1,159 @@
+"""Train state and the pure train / eval steps.
+
+The state is a plain dict of arrays (step, params, model_state, opt_state),
+so it crosses `jit`, shards, and checkpoints like any pytree. Inside a step
+the model is rebuilt with `nnx.merge(graphdef, params, model_state)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from scalelab import models, optim, parallel
+
+TrainState = dict  # {'step': int32[], 'params': tree, 'model_state': tree, 'opt_state': tree}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """What the step functions close over: static, hashable."""
+    graphdef: nnx.GraphDef
+    tx: optax.GradientTransformation
+    lr: optax.Schedule
+    seed: int
+    microbatches: int
+    compute_dtype: str
+
+
+def init_state(model_cfg, seed: int, tx: optax.GradientTransformation) -> TrainState:
+    model = models.build(model_cfg, jax.random.key(seed))
+    _, params, model_state = nnx.split(model, nnx.Param, ...)
+    params = nnx.to_pure_dict(params)
+    return {'step': jnp.zeros((), jnp.int32), 'params': params,
+            'model_state': nnx.to_pure_dict(model_state), 'opt_state': tx.init(params)}
+
+
+def state_shardings(abstract_state: TrainState, abstract_params: nnx.State, abstract_rest: nnx.State,
+                    tx: optax.GradientTransformation, mesh: jax.sharding.Mesh) -> TrainState:
+    """Shardings for every leaf of the state: parameters by the logical rules,
+    optimizer moments like their parameters, scalars replicated."""
+    params = parallel.variable_shardings(abstract_params, mesh)
+    replicated = parallel.replicated(mesh)
+    opt_state = optax.tree_map_params(
+        tx, lambda _, sharding: sharding, abstract_state['opt_state'], params,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, NamedSharding))
+    return {'step': replicated, 'params': params,
+            'model_state': parallel.variable_shardings(abstract_rest, mesh), 'opt_state': opt_state}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Everything a run needs before its first step, derived from (config, mesh)."""
+    spec: StepSpec
+    init: Callable[[], TrainState]  # pure; jit it with out_shardings=shardings
+    abstract_state: TrainState      # ShapeDtypeStructs
+    shardings: TrainState           # NamedShardings
+
+
+def setup(cfg, mesh: jax.sharding.Mesh) -> Setup:
+    """Optimizer, abstract state and its shardings for a resolved config."""
+    tx, lr = optim.make(cfg.optim, cfg.train.steps)
+    graphdef, abstract_params, abstract_rest = models.split_abstract(cfg.model)
+    init = functools.partial(init_state, cfg.model, cfg.seed, tx)
+    abstract_state = jax.eval_shape(init)
+    shardings = state_shardings(abstract_state, abstract_params, abstract_rest, tx, mesh)
+    spec = StepSpec(graphdef=graphdef, tx=tx, lr=lr, seed=cfg.seed, microbatches=cfg.train.microbatches,
+                    compute_dtype=cfg.train.compute_dtype)
+    return Setup(spec, init, abstract_state, shardings)
+
+
+def cast_floats(tree, dtype):
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def lm_loss(logits_BxLxV: jax.Array, batch: dict) -> jax.Array:
+    """Mean next-token cross-entropy in float32, in nats."""
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits_BxLxV.astype(jnp.float32), batch['targets']).mean()
+
+
+def _loss_fn(spec: StepSpec, params, model_state, batch, rngs):
+    model = nnx.merge(spec.graphdef, cast_floats(params, jnp.dtype(spec.compute_dtype)), model_state)
+    loss = lm_loss(model(batch['inputs'], rngs=rngs), batch)
+    _, _, new_model_state = nnx.split(model, nnx.Param, ...)
+    return loss, nnx.to_pure_dict(new_model_state)
+
+
+def _microbatches(batch: dict, n: int) -> dict:
+    """(B, ...) -> (n, B/n, ...) keeping each device's rows on that device."""
+    def split(x):
+        x = x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1)
+        return parallel.constrain(x, None, 'act_batch', *([None] * (x.ndim - 2)))
+    return jax.tree.map(split, batch)
+
+
+def train_step(spec: StepSpec, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    step_key = jax.random.fold_in(jax.random.key(spec.seed), state['step'])
+    grad_fn = jax.value_and_grad(_loss_fn, argnums=1, has_aux=True)
+    params = state['params']
+
+    if spec.microbatches == 1:
+        (loss, model_state), grads = grad_fn(spec, params, state['model_state'], batch,
+                                                  nnx.Rngs(dropout=step_key))
+    else:
+        def accumulate(carry, indexed):
+            loss_sum, grad_sum, model_state = carry
+            i, micro = indexed
+            (loss, model_state), grads = grad_fn(spec, params, model_state, micro,
+                                                      nnx.Rngs(dropout=jax.random.fold_in(step_key, i)))
+            return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads), model_state), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (loss, grads, model_state), _ = jax.lax.scan(
+            accumulate, (jnp.zeros((), jnp.float32), zeros, state['model_state']),
+            (jnp.arange(spec.microbatches), _microbatches(batch, spec.microbatches)))
+        loss = loss / spec.microbatches
+        grads = jax.tree.map(lambda g: g / spec.microbatches, grads)
+
+    updates, opt_state = spec.tx.update(grads, state['opt_state'], params)
+    new_state = {'step': state['step'] + 1, 'params': optax.apply_updates(params, updates),
+                 'model_state': model_state, 'opt_state': opt_state}
+    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'lr': spec.lr(state['step'])}
+    return new_state, metrics
+
+
+def eval_step(spec: StepSpec, params, model_state, batch: dict) -> dict:
+    """Summed loss and token count, so batches of any size average correctly."""
+    loss, _ = _loss_fn(spec, params, model_state, batch, None)
+    count = jnp.asarray(math.prod(batch['targets'].shape), jnp.float32)
+    return {'loss_sum': loss * count, 'count': count}
+
+
+def compile_steps(spec: StepSpec, mesh: jax.sharding.Mesh, shardings: TrainState,
+                  abstract_state: TrainState, abstract_batch: dict) -> tuple[Callable, Callable]:
+    """AOT-compiled (train_step, eval_step) with explicit in/out shardings.
+
+    The train state is donated: its buffers are reused for the new state.
+    """
+    batch_shardings = {k: parallel.batch_sharding(mesh, v.ndim) for k, v in abstract_batch.items()}
+    replicated = NamedSharding(mesh, P())
+    with jax.set_mesh(mesh):  # logical activation constraints resolve against this mesh
+        train = jax.jit(
+            train_step, static_argnums=0, donate_argnums=1,
+            in_shardings=(shardings, batch_shardings), out_shardings=(shardings, replicated),
+        ).lower(spec, abstract_state, abstract_batch).compile()
+        evaluate = jax.jit(
+            eval_step, static_argnums=0,
+            in_shardings=(shardings['params'], shardings['model_state'], batch_shardings),
+            out_shardings=replicated,
+        ).lower(spec, abstract_state['params'], abstract_state['model_state'], abstract_batch).compile()
+    return train, evaluate

@@ -1,0 +1,14 @@
+"""Tests run on CPU with 8 virtual devices and the persistent compilation cache."""
+import os
+
+import jax
+
+jax.config.update('jax_platforms', 'cpu')
+jax.config.update('jax_num_cpu_devices', 8)
+
+from scalelab import runtime  # noqa: E402
+from tests.helpers import TEST_CACHE  # noqa: E402
+
+runtime.configure(cache_dir=TEST_CACHE)
+# MFU is reported, never asserted; a fixed peak keeps tests from timing a matmul.
+os.environ.setdefault('SCALELAB_PEAK_FLOPS', '1e11')

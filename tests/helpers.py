@@ -1,0 +1,60 @@
+"""Small configs and workdir readers shared by the tests."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from scalelab import config
+from scalelab.data import text
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CACHE = Path(os.environ.get('SCALELAB_TEST_CACHE', Path.home() / '.cache' / 'scalelab' / 'jax_test_cache'))
+STDLIB_JSON = str(text.stdlib_dir() / 'json')  # five small files: a quick real corpus
+
+
+def tiny_lm(**overrides):
+    """A 2-layer LM small enough that 20 steps take a second or two."""
+    cfg = config.base_config('transformer')
+    cfg.model.update(d_model=32, n_layers=2, n_heads=4, d_ff=64)
+    cfg.data.update(path=STDLIB_JSON, seq_len=32, eval_fraction=0.2)
+    cfg.train.update(global_batch=16, steps=20, log_every=1, eval_every=0, eval_batches=2)
+    cfg.optim.update(learning_rate=1e-2, warmup_steps=2)
+    cfg.checkpoint.update(every_steps=5, async_save=False)
+    for key, value in overrides.items():
+        section, name = key.split('.')
+        cfg[section][name] = value
+    return cfg
+
+
+def losses(workdir: Path) -> list[float]:
+    lines = [json.loads(line) for line in (Path(workdir) / 'metrics.jsonl').read_text().splitlines()]
+    return [line['loss'] for line in lines if 'loss' in line]
+
+
+def flat(tree) -> dict[str, np.ndarray]:
+    """{'blocks/0/attn/q/kernel': array, ...}: comparable whatever the key types."""
+    return {'/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def final_params(workdir: Path) -> dict[str, np.ndarray]:
+    """Parameters of the latest checkpoint, flattened, on the host (read without a target)."""
+    import orbax.checkpoint as ocp
+    directory = Path(workdir).absolute() / 'checkpoints'
+    with ocp.CheckpointManager(directory) as mgr:
+        step = mgr.latest_step()
+        restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return flat(restored.state['params'])
+
+
+def run_cli(args: list[str], env_extra: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, 'SCALELAB_COMPILATION_CACHE': str(TEST_CACHE),
+           **(env_extra or {})}
+    return subprocess.run([sys.executable, '-m', 'scalelab.run', *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, **kwargs)
