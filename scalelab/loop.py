@@ -82,11 +82,11 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None) -> di
     progress = metrics.Progress(total_steps, 0, enabled=is_main)
     start = ckpt.latest_step()
     if start is None:
-        start, prior_wall = 0, 0.0
+        start, prior = 0, {'wall_time_s': 0.0, 'tokens': 0, 'flops': 0.0}
         state = jax.jit(prepared.init, out_shardings=shardings)()
     else:
         state, record = ckpt.restore(start, checkpoint.abstract_target(abstract_state, shardings))
-        prior_wall = record['wall_time_s']
+        prior = record
         progress.note(f'resumed from step {start} (checkpoint in {workdir / "checkpoints"})')
 
     one_row = source.train_batch(0, slice(0, 1))
@@ -107,7 +107,10 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None) -> di
                   f'mesh {topology["mesh"]}, compiled in {compile_s:.1f}s')
 
     def record_at(step: int) -> dict:
-        return dict(step=step, wall_time_s=prior_wall + time.perf_counter() - session_start, topology=topology)
+        """Cumulative totals: carried across resumes, even if the batch size changed."""
+        return dict(step=step, wall_time_s=prior['wall_time_s'] + time.perf_counter() - session_start,
+                    tokens=prior['tokens'] + (step - start) * tokens_per_step,
+                    flops=prior['flops'] + (step - start) * flops_per_step, topology=topology)
 
     def evaluate(step: int) -> dict:
         sums = [eval_fn(state['params'], state['model_state'],
@@ -140,8 +143,8 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None) -> di
                     'loss': float(np.mean([v['loss'] for v in values])),
                     'lr': float(values[-1]['lr']),
                     'grad_norm': float(np.mean([v['grad_norm'] for v in values])),
-                    'tokens': step * tokens_per_step,
-                    'flops': step * flops_per_step,
+                    'tokens': record_at(step)['tokens'],
+                    'flops': record_at(step)['flops'],
                     'throughput': len(values) * tokens_per_step / seconds,
                     'mfu': len(values) * flops_per_step / seconds / peak if peak else None,
                 }
@@ -170,14 +173,15 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None) -> di
             last_eval = evaluate(step)
     ckpt.close()
 
+    final = record_at(step)
     summary = dict(
         status=status, step=step, total_steps=total_steps,
         train_loss=last_train.get('loss'), **last_eval,
-        params=param_counts, flops_per_step=flops_per_step, flops=step * flops_per_step,
-        tokens_per_step=tokens_per_step, tokens=step * tokens_per_step,
+        params=param_counts, flops_per_step=flops_per_step, flops=final['flops'],
+        tokens_per_step=tokens_per_step, tokens=final['tokens'],
         tokens_per_s=timed_steps * tokens_per_step / timed_s if timed_s else None,
         mfu=timed_steps * flops_per_step / timed_s / peak if timed_s and peak else None,
-        compile_time_s=compile_s, wall_time_s=record_at(step)['wall_time_s'],
+        compile_time_s=compile_s, wall_time_s=final['wall_time_s'],
         topology=topology, model=cfg.model.name, data=source.describe(),
     )
     if is_main:

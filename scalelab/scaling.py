@@ -1,0 +1,277 @@
+"""Scaling-law fits: power law, Chinchilla Approaches 2 and 3, bootstrap, compute-optimal allocation.
+
+Approach 3 follows Hoffmann et al. (2022) as replicated by Besiroglu et al.
+(2024): minimise the summed Huber loss (delta = 1e-3) between log L and
+LSE(a - alpha log N, b - beta log D, e), by L-BFGS from a grid of starts;
+then E = exp(e), A = exp(a), B = exp(b). The power law L(x) = E + A x^-alpha
+is the one-term case of the same objective.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy.optimize import minimize
+
+HUBER_DELTA = 1e-3
+# Hoffmann et al.'s grid of initialisations (4500 starts for Approach 3).
+HOFFMANN_GRID = {
+    'a': np.arange(0, 30, 5.0), 'b': np.arange(0, 30, 5.0), 'e': np.arange(-1, 1.5, 0.5),
+    'alpha': np.arange(0, 2.5, 0.5), 'beta': np.arange(0, 2.5, 0.5),
+}
+
+
+# --- the objective -----------------------------------------------------------
+
+
+def lse_objective(theta: np.ndarray, log_x_KxN: np.ndarray, log_loss_N: np.ndarray,
+                  delta: float = HUBER_DELTA) -> tuple[float, np.ndarray]:
+    """Summed Huber loss of log L - LSE(a_k - alpha_k log x_k ..., e) and its gradient.
+
+    theta = (a_1..a_K, alpha_1..alpha_K, e).
+    """
+    k = log_x_KxN.shape[0]
+    a_K, alpha_K, e = theta[:k], theta[k:2 * k], theta[2 * k]
+    terms_JxN = np.concatenate([a_K[:, None] - alpha_K[:, None] * log_x_KxN,
+                                np.full((1, log_x_KxN.shape[1]), e)])
+    top_N = terms_JxN.max(axis=0)
+    weights_JxN = np.exp(terms_JxN - top_N)
+    total_N = weights_JxN.sum(axis=0)
+    residual_N = top_N + np.log(total_N) - log_loss_N
+    small = np.abs(residual_N) <= delta
+    value = np.where(small, 0.5 * residual_N ** 2, delta * (np.abs(residual_N) - 0.5 * delta)).sum()
+    d_residual_N = np.where(small, residual_N, delta * np.sign(residual_N)) / total_N
+    d_terms_J = weights_JxN @ d_residual_N                                  # d/d a_k and d/d e
+    d_alpha_K = -(weights_JxN[:k] * log_x_KxN) @ d_residual_N
+    return float(value), np.concatenate([d_terms_J[:k], d_alpha_K, d_terms_J[k:]])
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimum:
+    theta: np.ndarray
+    objective: float
+
+
+# The objective is ~1e-3, and L-BFGS-B's default tolerances are relative to
+# max(|f|, 1): left at their defaults, refits of resampled data stop where they start.
+_POLISH = {'ftol': 1e-15, 'gtol': 1e-12, 'maxiter': 20000}
+
+
+def minimize_from_starts(log_x_KxN, log_loss_N, starts_SxP: np.ndarray, delta: float = HUBER_DELTA,
+                         polish: int = 8) -> list[Optimum]:
+    """L-BFGS from every start (default tolerances), then the best `polish`
+    results refined with tight tolerances; distinct optima, best first."""
+    def run(start, options):
+        result = minimize(lse_objective, np.asarray(start, float), args=(log_x_KxN, log_loss_N, delta),
+                          jac=True, method='L-BFGS-B', options=options)
+        return Optimum(result.x, float(result.fun))
+
+    coarse = sorted((o for o in (run(s, {}) for s in starts_SxP) if np.isfinite(o.objective)),
+                    key=lambda o: o.objective)
+    if not coarse:
+        raise RuntimeError('no start converged to a finite objective')
+    refined = sorted((run(o.theta, _POLISH) for o in coarse[:polish]), key=lambda o: o.objective)
+    distinct = [refined[0]]
+    for o in refined[1:]:
+        if all(np.max(np.abs(o.theta - d.theta)) > 1e-2 for d in distinct):
+            distinct.append(o)
+    return distinct
+
+
+def grid(*axes: Sequence[float]) -> np.ndarray:
+    return np.array(list(itertools.product(*axes)), dtype=float)
+
+
+# --- laws --------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerLaw:
+    """L(x) = E + A x^-alpha."""
+    E: float
+    A: float
+    alpha: float
+    objective: float = math.nan
+
+    def predict(self, x):
+        return self.E + self.A * np.asarray(x, float) ** -self.alpha
+
+    def describe(self, x_name: str = 'N') -> str:
+        return f'L({x_name}) = {self.E:.4g} + {self.A:.4g} / {x_name}^{self.alpha:.4f}'
+
+    def params(self) -> dict[str, float]:
+        return {'E': self.E, 'A': self.A, 'alpha': self.alpha}
+
+
+@dataclasses.dataclass(frozen=True)
+class Chinchilla:
+    """L(N, D) = E + A / N^alpha + B / D^beta."""
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    objective: float = math.nan
+
+    def predict(self, N, D):
+        return self.E + self.A * np.asarray(N, float) ** -self.alpha + self.B * np.asarray(D, float) ** -self.beta
+
+    @property
+    def G(self) -> float:
+        return (self.alpha * self.A / (self.beta * self.B)) ** (1 / (self.alpha + self.beta))
+
+    def optimal_allocation(self, C):
+        """Compute-optimal (N_opt, D_opt) for C = 6 N D FLOPs (Hoffmann et al. eq. 4)."""
+        a, b = self.beta / (self.alpha + self.beta), self.alpha / (self.alpha + self.beta)
+        C6 = np.asarray(C, float) / 6
+        return self.G * C6 ** a, C6 ** b / self.G
+
+    def describe(self) -> str:
+        return (f'L(N, D) = {self.E:.4g} + {self.A:.4g} / N^{self.alpha:.4f} + {self.B:.4g} / D^{self.beta:.4f}; '
+                f'N_opt ∝ C^{self.beta / (self.alpha + self.beta):.3f}, '
+                f'D_opt ∝ C^{self.alpha / (self.alpha + self.beta):.3f}')
+
+    def params(self) -> dict[str, float]:
+        return {'E': self.E, 'A': self.A, 'B': self.B, 'alpha': self.alpha, 'beta': self.beta}
+
+
+def _check(name: str, *arrays: np.ndarray) -> None:
+    for array in arrays:
+        if array.ndim != 1 or len(array) != len(arrays[0]):
+            raise ValueError(f'{name}: inputs must be 1-D and of equal length')
+        if not np.all(np.isfinite(array)) or np.any(array <= 0):
+            raise ValueError(f'{name}: inputs must be finite and positive')
+
+
+def fit_power_law(x, loss, starts: np.ndarray | None = None, delta: float = HUBER_DELTA) -> tuple[PowerLaw, list[Optimum]]:
+    """Fit L = E + A x^-alpha; returns the law and all distinct optima (best first)."""
+    x, loss = np.asarray(x, float), np.asarray(loss, float)
+    _check('fit_power_law', x, loss)
+    if len(x) < 3:
+        raise ValueError(f'fit_power_law: need at least 3 points for 3 parameters, got {len(x)}')
+    if starts is None:  # (a, alpha, e)
+        starts = grid(HOFFMANN_GRID['a'], HOFFMANN_GRID['alpha'], HOFFMANN_GRID['e'])
+    optima = minimize_from_starts(np.log(x)[None, :], np.log(loss), starts, delta)
+    a, alpha, e = optima[0].theta
+    return PowerLaw(float(np.exp(e)), float(np.exp(a)), float(alpha), optima[0].objective), optima
+
+
+def fit_chinchilla(N, D, loss, starts: np.ndarray | None = None,
+                   delta: float = HUBER_DELTA) -> tuple[Chinchilla, list[Optimum]]:
+    """Chinchilla Approach 3; returns the law and all distinct optima (best first)."""
+    N, D, loss = (np.asarray(v, float) for v in (N, D, loss))
+    _check('fit_chinchilla', N, D, loss)
+    if len(N) < 5:
+        raise ValueError(f'fit_chinchilla: need at least 5 points for 5 parameters, got {len(N)}')
+    if starts is None:  # (a, b, alpha, beta, e)
+        g = HOFFMANN_GRID
+        starts = grid(g['a'], g['b'], g['alpha'], g['beta'], g['e'])
+    optima = minimize_from_starts(np.log(np.stack([N, D])), np.log(loss), starts, delta)
+    a, b, alpha, beta, e = optima[0].theta
+    return Chinchilla(float(np.exp(e)), float(np.exp(a)), float(np.exp(b)), float(alpha), float(beta),
+                      optima[0].objective), optima
+
+
+# --- uncertainty -------------------------------------------------------------
+
+
+def bootstrap(fit: Callable, columns: Sequence[np.ndarray], optima: list[Optimum], *, n: int = 200,
+              seed: int = 0, max_starts: int = 4) -> list:
+    """Refit on `n` resamples of the rows (with replacement), each started from
+    the full fit's best distinct optima; returns the resampled laws."""
+    rng = np.random.default_rng(seed)
+    rows = len(columns[0])
+    starts = np.stack([o.theta for o in optima[:max_starts]])
+    laws = []
+    for _ in range(n):
+        pick = rng.integers(0, rows, size=rows)
+        laws.append(fit(*(np.asarray(c)[pick] for c in columns), starts=starts)[0])
+    return laws
+
+
+def summarize(laws: list, level: float = 0.9) -> dict[str, dict[str, float]]:
+    """Mean, standard error and central interval of each parameter over bootstrap laws."""
+    out = {}
+    for name in laws[0].params():
+        values = np.array([law.params()[name] for law in laws])
+        lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+        out[name] = {'mean': float(values.mean()), 'se': float(values.std(ddof=1)),
+                     'lo': float(lo), 'hi': float(hi)}
+    return out
+
+
+def prediction_interval(laws: list, *inputs, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """Central `level` band of the bootstrap laws' predictions at `inputs`."""
+    predictions = np.stack([law.predict(*inputs) for law in laws])
+    return tuple(np.quantile(predictions, [(1 - level) / 2, (1 + level) / 2], axis=0))
+
+
+# --- Approach 2: IsoFLOP profiles ---------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class IsoFlop:
+    """Per-budget parabola minima and the power laws N_opt ∝ C^a, D_opt ∝ C^b through them."""
+    budgets: list[dict]   # each: C, N_opt, loss_opt, coefficients (of loss in log N), points
+    a: float
+    N_coefficient: float  # N_opt = N_coefficient * C^a
+    b: float
+    D_coefficient: float
+
+    def optimal_allocation(self, C):
+        C = np.asarray(C, float)
+        return self.N_coefficient * C ** self.a, self.D_coefficient * C ** self.b
+
+    def describe(self) -> str:
+        return f'N_opt = {self.N_coefficient:.4g} C^{self.a:.3f}, D_opt = {self.D_coefficient:.4g} C^{self.b:.3f}'
+
+    def params(self) -> dict[str, float]:
+        return {'a': self.a, 'b': self.b, 'N_coefficient': self.N_coefficient, 'D_coefficient': self.D_coefficient}
+
+
+def group_budgets(C: np.ndarray, rel_tol: float = 0.05) -> np.ndarray:
+    """Label rows whose compute agrees within `rel_tol` (log-space clustering)."""
+    order = np.argsort(C)
+    labels = np.empty(len(C), int)
+    label, anchor = -1, None
+    for i in order:
+        if anchor is None or abs(math.log(C[i] / anchor)) > rel_tol:
+            label, anchor = label + 1, C[i]
+        labels[i] = label
+    return labels
+
+
+def fit_isoflop(N, C, loss, *, rel_tol: float = 0.05, min_points: int = 3) -> IsoFlop:
+    """Chinchilla Approach 2: a parabola in log N per compute budget, then
+    least squares of log N_opt and log D_opt (D = C / 6N) on log C."""
+    N, C, loss = (np.asarray(v, float) for v in (N, C, loss))
+    _check('fit_isoflop', N, C, loss)
+    labels = group_budgets(C, rel_tol)
+    budgets = []
+    for label in np.unique(labels):
+        rows = labels == label
+        if rows.sum() < min_points:
+            continue
+        logN = np.log(N[rows])
+        if np.ptp(logN) == 0:
+            continue
+        center = logN.mean()  # centred for a well-conditioned fit
+        c2, c1, c0 = np.polyfit(logN - center, loss[rows], 2)
+        if c2 <= 0:
+            continue  # no minimum: the budget's sizes do not bracket its optimum
+        x_opt = -c1 / (2 * c2)
+        budgets.append({'C': float(np.exp(np.log(C[rows]).mean())), 'N_opt': float(np.exp(center + x_opt)),
+                        'loss_opt': float(c0 + c1 * x_opt + c2 * x_opt ** 2), 'points': int(rows.sum()),
+                        'coefficients': [float(c2), float(c1), float(c0)], 'log_N_center': float(center),
+                        'bracketed': bool(logN.min() < center + x_opt < logN.max())})
+    if len(budgets) < 2:
+        raise ValueError(f'fit_isoflop: need at least 2 compute budgets with >= {min_points} sizes and a '
+                         f'minimum, found {len(budgets)} (budgets are C values within {rel_tol:.0%})')
+    logC = np.log([b['C'] for b in budgets])
+    logN_opt = np.log([b['N_opt'] for b in budgets])
+    a, log_kN = np.polyfit(logC, logN_opt, 1)
+    b, log_kD = np.polyfit(logC, logC - np.log(6) - logN_opt, 1)
+    return IsoFlop(budgets, float(a), float(np.exp(log_kN)), float(b), float(np.exp(log_kD)))

@@ -1,0 +1,156 @@
+"""Expand a sweep declaration into points, each an ordinary run: a base
+experiment file plus `--config.key=value` overrides.
+
+Axes are config keys with lists of values (`'optim.learning_rate': (1e-3, 3e-3)`)
+or one of two special axes: `target_params` (the model shape is solved to hit
+each count, see shapes.py) and `tokens_per_param` (train.tokens = value x N).
+Points are the product of all axes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import itertools
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from ml_collections import ConfigDict
+
+from scalelab import config, flops, models, shapes
+from scalelab.errors import ConfigError
+
+SPECIAL_AXES = ('target_params', 'tokens_per_param')
+LAWS = ('power', 'chinchilla', 'isoflop')
+
+
+def default_config() -> ConfigDict:
+    cfg = ConfigDict()
+    cfg.base = 'experiments/lm_stdlib.py'   # run config file[:arg], relative to the working directory
+    cfg.overrides = ConfigDict({}, allow_dotted_keys=True)  # 'a.b': value, applied to every point
+    cfg.axes = ConfigDict({}, allow_dotted_keys=True)       # 'a.b' or special axis: (values, ...)
+    cfg.shape = shapes.default_rule()
+    cfg.fit = ConfigDict(dict(
+        law='power',          # power: L(N); chinchilla: L(N, D); isoflop: Chinchilla Approach 2
+        metric='eval_loss',   # summary.json field fitted as the loss
+        bootstrap=200,        # resamples for confidence bands and standard errors
+    ))
+    return cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    name: str
+    axes: dict          # this point's axis values
+    overrides: dict     # 'a.b' -> value: everything that differs from the base file
+    config: ConfigDict  # the resolved run config
+
+
+def load_experiment(spec: str) -> ConfigDict:
+    """`path.py[:arg]` -> its get_config(arg), as `--config` would load it."""
+    path, _, arg = spec.partition(':')
+    if not Path(path).is_file():
+        raise ConfigError([f'base={spec!r}: no such config file {path!r} (relative to {Path.cwd()})'])
+    spec_ = importlib.util.spec_from_file_location(f'_scalelab_experiment_{Path(path).stem}', path)
+    module = importlib.util.module_from_spec(spec_)
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        spec_.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def set_key(cfg: ConfigDict, dotted: str, value) -> None:
+    """cfg.a.b = value, with an error naming the key when it does not exist."""
+    *sections, key = dotted.split('.')
+    node = cfg
+    for section in sections:
+        if section not in node or not isinstance(node[section], ConfigDict):
+            raise ConfigError([f'{dotted}: no section {section!r} in the run config'])
+        node = node[section]
+    if key not in node:
+        raise ConfigError([f'{dotted}: unknown key; valid keys under {".".join(sections) or "the top level"}: '
+                           f'{", ".join(sorted(node.keys()))}'])
+    node[key] = float(value) if isinstance(node[key], float) and isinstance(value, int) else value
+
+
+def expand(sweep: ConfigDict, num_devices: int) -> list[Point]:
+    """Every point of the sweep, validated as a run (ConfigError before anything runs)."""
+    problems = [f'axes.{k}: needs a non-empty list of values' for k, v in sweep.axes.items()
+                if not isinstance(v, (list, tuple)) or not v]
+    if sweep.fit.law not in LAWS:
+        problems.append(f'fit.law={sweep.fit.law!r}: not one of {", ".join(LAWS)}')
+    if problems:
+        raise ConfigError(problems)
+    base = load_experiment(sweep.base)
+    for key, value in sweep.overrides.items():
+        set_key(base, key, value)
+    names = list(sweep.axes.keys())
+    points = []
+    for index, values in enumerate(itertools.product(*(sweep.axes[k] for k in names))):
+        axes = dict(zip(names, values))
+        cfg = ConfigDict(base.to_dict())
+        overrides = dict(sweep.overrides.items())
+        for key, value in axes.items():
+            if key not in SPECIAL_AXES:
+                set_key(cfg, key, value)
+                overrides[key] = value
+        if 'target_params' in axes:
+            if cfg.model.name != 'transformer':
+                raise ConfigError([f'axes.target_params: shapes are solved for transformers, '
+                                   f'not model.name={cfg.model.name!r}'])
+            model = ConfigDict(cfg.model.to_dict())
+            models.family(model.name).resolve(model)
+            try:
+                solved = shapes.solve_transformer(axes['target_params'], model, sweep.shape)
+            except ValueError as e:
+                raise ConfigError([f'axes.target_params: {e}']) from None
+            for key in ('d_model', 'n_layers', 'n_heads', 'd_ff'):
+                cfg.model[key] = solved[key]
+                overrides[f'model.{key}'] = solved[key]
+        if 'tokens_per_param' in axes:
+            cfg.train.tokens = float(round(axes['tokens_per_param'] * count(cfg, sweep.shape.count)))
+            overrides['train.tokens'] = cfg.train.tokens
+        name = f'p{index:02d}' + ''.join(f'-{_label(k)}{_short(v)}' for k, v in axes.items())
+        points.append(Point(name, axes, overrides, config.resolve(cfg, num_devices)))
+    return points
+
+
+def count(cfg: ConfigDict, which: str) -> int:
+    model = ConfigDict(cfg.model.to_dict())
+    models.family(model.name).resolve(model)
+    return flops.transformer_params(model)[which]
+
+
+def planned_flops(point: Point) -> float:
+    c = point.config
+    return c.train.steps * flops.train_flops_per_step(c.model, c.data.seq_len, c.train.global_batch)
+
+
+def run_command(sweep: ConfigDict, point: Point, workdir: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    """The `python -m scalelab.run ...` argv that trains this point."""
+    args = [sys.executable, '-m', 'scalelab.run', '--config', sweep.base, f'--workdir={workdir}']
+    args += [f'--config.{key}={_flag_value(value)}' for key, value in point.overrides.items()]
+    return args + list(extra)
+
+
+def shell(argv: list[str]) -> str:
+    return ' '.join(shlex.quote(a) for a in ['python', *argv[1:]])
+
+
+def _flag_value(value) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _label(key: str) -> str:
+    return {'target_params': 'N', 'tokens_per_param': 'tpp'}.get(key, key.split('.')[-1])
+
+
+def _short(value) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) >= 1000:
+        for unit, scale in (('G', 1e9), ('M', 1e6), ('k', 1e3)):
+            if abs(value) >= scale:
+                return f'{value / scale:.3g}{unit}'
+    return re.sub(r'[^A-Za-z0-9._]', '_', str(value))

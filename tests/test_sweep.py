@@ -1,0 +1,142 @@
+"""Sweeps: expansion, commands, result tables, and a tiny sweep killed and re-run."""
+import csv
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from scalelab.errors import ConfigError
+from scalelab.sweep import points as points_lib
+from scalelab.sweep import results
+from tests.helpers import REPO, TEST_CACHE
+
+TINY = 'experiments/sweep_lm_params.py:tiny'
+ENV = {**os.environ, 'SCALELAB_COMPILATION_CACHE': str(TEST_CACHE)}
+
+
+def sweep_cli(*args, **kwargs):
+    return subprocess.run([sys.executable, '-m', 'scalelab.sweep', *args], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, **kwargs)
+
+
+def tiny_sweep():
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        return points_lib.load_experiment(TINY)
+    finally:
+        os.chdir(cwd)
+
+
+def test_expansion_crosses_axes_and_solves_shapes(monkeypatch):
+    monkeypatch.chdir(REPO)
+    sweep = tiny_sweep()
+    sweep.axes['seed'] = (0, 1)
+    sweep.axes['tokens_per_param'] = (2.0,)
+    del sweep.axes['train.tokens']
+    points = points_lib.expand(sweep, num_devices=1)
+    assert len(points) == 6  # 3 sizes x 2 seeds
+    assert len({p.name for p in points}) == 6
+    for p in points:
+        n = points_lib.count(p.config, 'non_embedding')
+        assert abs(n / p.axes['target_params'] - 1) <= 0.05
+        assert p.config.train.tokens == pytest.approx(2.0 * n, abs=1)
+        assert p.config.seed == p.axes['seed']
+        assert p.overrides['model.d_model'] == p.config.model.d_model
+
+
+def test_bad_sweep_axes_are_named(monkeypatch):
+    monkeypatch.chdir(REPO)
+    sweep = tiny_sweep()
+    sweep.axes['optim.learning_rat'] = (1e-3,)
+    with pytest.raises(ConfigError, match=r'optim\.learning_rat: unknown key; valid keys under optim: .*learning_rate'):
+        points_lib.expand(sweep, num_devices=1)
+    sweep = tiny_sweep()
+    sweep.axes['target_params'] = (10.0,)
+    with pytest.raises(ConfigError, match=r'axes\.target_params: target_params=10: no transformer'):
+        points_lib.expand(sweep, num_devices=1)
+
+
+def test_dry_run_and_emitted_commands(tmp_path):
+    dry = sweep_cli('--config', TINY, f'--workdir={tmp_path}', '--dry-run')
+    assert dry.returncode == 0, dry.stderr
+    assert '3 points' in dry.stdout and '6,224' in dry.stdout and 'total 1e+10 FLOPs' in dry.stdout
+    assert not (tmp_path / 'points').exists()  # nothing trained
+    emitted = sweep_cli('--config', TINY, f'--workdir={tmp_path}', '--emit-commands')
+    lines = emitted.stdout.strip().splitlines()
+    assert len(lines) == 3
+    argv = shlex.split(lines[2])
+    assert argv[:4] == ['python', '-m', 'scalelab.run', '--config']
+    assert f'--workdir={tmp_path}/points/p02-N49.4k-tokens16k' in argv
+    assert '--config.model.d_model=32' in argv and '--config.model.n_layers=4' in argv
+
+
+def test_table_filters_and_derives_columns(tmp_path):
+    path = tmp_path / 'runs.csv'
+    with path.open('w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['params', 'FLOPs', 'final_loss', 'status'])
+        w.writerow([1e6, 6e12, 3.0, 'completed'])
+        w.writerow([2e6, 1.2e13, 2.8, 'completed'])
+        w.writerow([4e6, 2.4e13, 9.9, 'completed'])   # an outlier
+        w.writerow([8e6, 4.8e13, 2.5, 'diverged'])
+        w.writerow([16e6, 9.6e13, '', 'completed'])   # no loss
+    data = results.table(results.read_csv(path), n_col='params', c_col='FLOPs', loss_col='final_loss',
+                         drop_top_loss=1)
+    np.testing.assert_array_equal(data['N'], [1e6, 2e6])
+    np.testing.assert_allclose(data['D'], [1e6, 1e6])  # C / 6N
+    with pytest.raises(ValueError, match=r"no column 'N'; columns are params, FLOPs, final_loss, status"):
+        results.table(results.read_csv(path))
+
+
+def test_fit_command_refits_a_foreign_csv(tmp_path):
+    N = np.geomspace(1e5, 1e9, 10)
+    loss = 2.0 + 30.0 * N ** -0.25
+    path = tmp_path / 'foreign.csv'
+    path.write_text('model_size,val_loss\n' + ''.join(f'{n},{l}\n' for n, l in zip(N, loss)))
+    done = sweep_cli('fit', f'--results={path}', '--n_col=model_size', '--loss_col=val_loss', '--law=power',
+                     '--bootstrap=50')
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / 'fit.json').read_text())
+    assert report['params']['alpha'] == pytest.approx(0.25, abs=0.005)
+    assert report['holdout_largest']['relative_error'] == pytest.approx(0.0, abs=0.005)
+    assert 'largest N=1e+09 held out' in done.stdout
+    assert (tmp_path / 'scaling.png').exists()
+
+
+@pytest.mark.slow
+def test_tiny_sweep_killed_midway_resumes_and_skips_finished_points(tmp_path):
+    workdir = tmp_path / 'sweep'
+    first = workdir / 'points' / 'p00-N6.2k-tokens16k'
+    proc = subprocess.Popen([sys.executable, '-m', 'scalelab.sweep', '--config', TINY, f'--workdir={workdir}'],
+                            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not (first / 'summary.json').exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, 'first point did not finish in time'
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its running point, at once
+    proc.wait(timeout=30)
+    assert not (workdir / 'results.csv').exists(), 'the sweep finished before it was killed'
+    first_summary = (first / 'summary.json').read_text()
+    first_mtime = (first / 'summary.json').stat().st_mtime_ns
+
+    done = sweep_cli('--config', TINY, f'--workdir={workdir}', '--parallel=2', timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'skip p00-N6.2k-tokens16k: finished earlier' in done.stdout
+    assert 'start p00' not in done.stdout and 'start p01' in done.stdout and 'start p02' in done.stdout
+    assert (first / 'summary.json').stat().st_mtime_ns == first_mtime
+    assert (first / 'summary.json').read_text() == first_summary
+    rows = results.read_csv(workdir / 'results.csv')
+    assert [r['status'] for r in rows] == ['completed'] * 3
+    losses = [float(r['loss']) for r in rows]
+    assert losses[0] > losses[1] > losses[2]  # bigger models, lower loss, even after 32 steps
+    assert json.loads((workdir / 'fit.json').read_text())['law'] == 'power'
+    assert (workdir / 'scaling.png').exists()
