@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import re
 
 from ml_collections import ConfigDict
 
@@ -19,22 +21,26 @@ from scalelab.errors import ConfigError
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
-def base_config(model: str = 'transformer') -> ConfigDict:
-    """Every key a run reads, with its default; experiments override these."""
+def base_config(model: str = 'transformer', data: str | None = None) -> ConfigDict:
+    """Every key a run reads, with its default; experiments override these.
+    The model and data sections hold the keys of the chosen family and source."""
+    family = models.family(model)
     cfg = ConfigDict()
     cfg.seed = 0
-    cfg.model = models.family(model).default_config()
-    cfg.data = data_lib.default_config()
+    cfg.model = family.default_config()
+    cfg.data = data_lib.default_config(data or family.DEFAULT_DATA)
     cfg.train = ConfigDict(dict(
         global_batch=16,
         steps=1000,           # used unless tokens or flops is positive
-        tokens=0.0,           # training duration in tokens (overrides steps when > 0)
+        tokens=0.0,           # training duration in tokens, or examples for non-sequence data (overrides steps)
         flops=0.0,            # training duration in model FLOPs (overrides steps when > 0)
         microbatches=1,       # gradient accumulation: global_batch is split into this many
         compute_dtype='float32',
         log_every=10,
         eval_every=200,       # 0: evaluate only at the end
         eval_batches=8,
+        init_from='',         # fine-tune: a run workdir, a checkpoint directory or a .safetensors file
+        freeze='',            # regex of parameter names (as in export.py) kept fixed, e.g. '^embed\\.'
     ))
     cfg.optim = optim.default_config()
     cfg.checkpoint = ConfigDict(dict(
@@ -53,13 +59,14 @@ def resolve(cfg: ConfigDict, num_devices: int) -> ConfigDict:
     when the duration is given in tokens or FLOPs.
     """
     validate(cfg, num_devices)
-    out = base_config(cfg.model.name)
+    out = base_config(cfg.model.name, cfg.data.name)
     _merge_into(out, cfg)
     out.mesh.update(parallel.mesh_shape(out.mesh, num_devices))
     models.family(out.model.name).resolve(out.model)
-    tokens_per_step = out.train.global_batch * out.data.seq_len
+    spec = data_lib.spec(out.data)
+    tokens_per_step = out.train.global_batch * tokens_per_example(spec)
     if out.train.flops > 0:
-        per_step = flops.train_flops_per_step(out.model, out.data.seq_len, out.train.global_batch)
+        per_step = flops.train_flops_per_step(out.model, spec, out.train.global_batch)
         out.train.steps = max(1, math.ceil(out.train.flops / per_step))
     elif out.train.tokens > 0:
         out.train.steps = max(1, math.ceil(out.train.tokens / tokens_per_step))
@@ -67,15 +74,23 @@ def resolve(cfg: ConfigDict, num_devices: int) -> ConfigDict:
     return out
 
 
+def tokens_per_example(spec) -> int:
+    """Sequence positions per example for language models; 1 otherwise."""
+    return spec.input_shape[0] if spec.task == 'lm' else 1
+
+
 def validate(cfg: ConfigDict, num_devices: int) -> None:
     name = cfg.get('model', {}).get('name', 'transformer')
     if name not in models.FAMILIES:
         raise ConfigError([f'model.name={name!r}: unknown model family; valid: {sorted(models.FAMILIES)}'])
-    reference = base_config(name)
+    data_name = cfg.get('data', {}).get('name', models.family(name).DEFAULT_DATA)
+    if data_name not in data_lib.SOURCES:
+        raise ConfigError([f'data.name={data_name!r}: not one of {", ".join(map(repr, data_lib.SOURCES))}'])
+    reference = base_config(name, data_name)
     problems = _schema_problems(cfg, reference, '')
     if problems:  # value checks need the right keys and types
         raise ConfigError(problems)
-    full = base_config(name)
+    full = base_config(name, data_name)
     _merge_into(full, cfg)
     problems = _value_problems(full, num_devices)
     if problems:
@@ -151,13 +166,24 @@ def _value_problems(cfg: ConfigDict, num_devices: int) -> list[str]:
     if t.tokens <= 0 and t.flops <= 0:
         _positive(problems, 'train.steps', t.steps)
     _choice(problems, 'train.compute_dtype', t.compute_dtype, COMPUTE_DTYPES)
+    if t.init_from and not os.path.exists(t.init_from):
+        problems.append(f'train.init_from={t.init_from!r}: no such run, checkpoint or file')
+    try:
+        re.compile(t.freeze)
+    except re.error as e:
+        problems.append(f'train.freeze={t.freeze!r}: not a regular expression ({e})')
     _positive(problems, 'checkpoint.every_steps', cfg.checkpoint.every_steps)
     _positive(problems, 'checkpoint.keep', cfg.checkpoint.keep)
 
     problems += optim.validate(cfg.optim)
     problems += data_lib.validate(cfg.data)
     if not problems:  # family checks assume sane basic values
-        problems += family.validate(cfg.model, cfg.data.seq_len)
+        spec = data_lib.spec(cfg.data)
+        if spec.task not in family.TASKS:
+            problems.append(f'model.name={cfg.model.name!r} cannot learn data.name={cfg.data.name!r} '
+                            f'(task {spec.task}); it handles {", ".join(family.TASKS)}')
+        else:
+            problems += family.validate(cfg.model, spec)
 
     try:
         sizes = parallel.mesh_shape(cfg.mesh, num_devices)

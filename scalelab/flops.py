@@ -44,7 +44,110 @@ def transformer_params(cfg) -> dict[str, int]:
     return {'total': embedding + non_embedding, 'embedding': embedding, 'non_embedding': non_embedding}
 
 
-# --- FLOPs -------------------------------------------------------------------
+# --- other families, term by term (models/<family>.py) ------------------------
+
+
+def _dense_layers(dims, bias: bool):
+    return sum(a * b + (b if bias else 0) for a, b in zip(dims[:-1], dims[1:]))
+
+
+def mlp_params(cfg, spec) -> dict[str, int]:
+    dims = [math.prod(spec.input_shape)] + [cfg.width] * cfg.depth + [spec.num_outputs]
+    return _no_embedding(_dense_layers(dims, cfg.use_bias))
+
+
+def mlp_forward_flops(cfg, spec) -> float:
+    dims = [math.prod(spec.input_shape)] + [cfg.width] * cfg.depth + [spec.num_outputs]
+    return 2.0 * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+
+
+def conv_taps(n: int, k: int, stride: int = 1) -> int:
+    """Kernel taps that land inside a length-n input, summed over the outputs of a
+    SAME-padded convolution: the padding's zeros are no arithmetic. Without
+    padding this is k * n_out; 2-D convolutions multiply the two axes' counts."""
+    out = -(-n // stride)
+    pad_lo = max((out - 1) * stride + k - n, 0) // 2
+    return sum(min(i * stride - pad_lo + k, n) - max(i * stride - pad_lo, 0) for i in range(out))
+
+
+def _cnn_layers(cfg, spec):
+    """(c_in, c_out, height, width) of each conv at the resolution it computes."""
+    height, width, c_in = spec.input_shape
+    out = []
+    for i in range(cfg.depth):
+        c_out = cfg.channels * 2 ** i
+        out.append((c_in, c_out, height, width))
+        c_in, height, width = c_out, height // 2, width // 2
+    return out, height * width * c_in
+
+
+def cnn_params(cfg, spec) -> dict[str, int]:
+    convs, flat = _cnn_layers(cfg, spec)
+    k2 = cfg.kernel_size ** 2
+    return _no_embedding(sum(k2 * a * b + b for a, b, _, _ in convs)
+                         + _dense_layers([flat, cfg.head_width, spec.num_outputs], True))
+
+
+def cnn_forward_flops(cfg, spec) -> float:
+    """Convolutions: 2 C_in C_out x (taps inside the image), i.e. 2 k_h k_w C_in C_out
+    H_out W_out less the padding; then the dense head."""
+    convs, flat = _cnn_layers(cfg, spec)
+    k = cfg.kernel_size
+    return 2.0 * (sum(a * b * conv_taps(h, k) * conv_taps(w, k) for a, b, h, w in convs)
+                  + flat * cfg.head_width + cfg.head_width * spec.num_outputs)
+
+
+def _resnet_convs(cfg, spec):
+    """(kernel, stride, c_in, c_out, input height, input width) of every convolution."""
+    height, width, c_in = spec.input_shape
+    channels = [cfg.width * 2 ** s for s in range(cfg.stages)]
+    convs = [(3, 1, c_in, channels[0], height, width)]
+    c_in = channels[0]
+    for s, c_out in enumerate(channels):
+        for b in range(cfg.blocks_per_stage):
+            stride = 2 if s > 0 and b == 0 else 1
+            convs.append((3, stride, c_in, c_out, height, width))
+            if stride != 1 or c_in != c_out:
+                convs.append((1, stride, c_in, c_out, height, width))
+            height, width = -(-height // stride), -(-width // stride)  # SAME padding
+            convs.append((3, 1, c_out, c_out, height, width))
+            c_in = c_out
+    return convs, c_in
+
+
+def resnet_params(cfg, spec) -> dict[str, int]:
+    convs, c_last = _resnet_convs(cfg, spec)
+    per_norm = 0 if cfg.norm == 'none' else 2  # scale and bias per channel (batch statistics are state)
+    bias = 1 if cfg.norm == 'none' else 0
+    return _no_embedding(sum(k * k * a * b + b * (bias + per_norm) for k, _, a, b, _, _ in convs)
+                         + _dense_layers([c_last, spec.num_outputs], True))
+
+
+def resnet_forward_flops(cfg, spec) -> float:
+    convs, c_last = _resnet_convs(cfg, spec)
+    return 2.0 * (sum(a * b * conv_taps(h, k, s) * conv_taps(w, k, s) for k, s, a, b, h, w in convs)
+                  + c_last * spec.num_outputs)
+
+
+def lstm_params(cfg, spec) -> dict[str, int]:
+    d_in = [cfg.d_embed] + [cfg.d_hidden] * (cfg.n_layers - 1)
+    cells = sum(4 * (a * cfg.d_hidden + cfg.d_hidden * cfg.d_hidden + cfg.d_hidden) for a in d_in)
+    embedding = cfg.vocab_size * cfg.d_embed + cfg.d_hidden * cfg.vocab_size + cfg.vocab_size
+    return {'total': embedding + cells, 'embedding': embedding, 'non_embedding': cells}
+
+
+def lstm_forward_flops(cfg, spec) -> float:
+    """Per time step: four gates of (input + recurrent) matmuls per layer, then the head."""
+    d_in = [cfg.d_embed] + [cfg.d_hidden] * (cfg.n_layers - 1)
+    per_step = sum(2 * 4 * cfg.d_hidden * (a + cfg.d_hidden) for a in d_in) + 2 * cfg.d_hidden * cfg.vocab_size
+    return float(spec.input_shape[0] * per_step)
+
+
+def _no_embedding(total: int) -> dict[str, int]:
+    return {'total': total, 'embedding': 0, 'non_embedding': total}
+
+
+# --- FLOPs per step ------------------------------------------------------------
 
 
 def transformer_forward_flops_per_token(cfg, seq_len: int, causal: bool = True) -> float:
@@ -62,14 +165,26 @@ def transformer_forward_flops_per_token(cfg, seq_len: int, causal: bool = True) 
     return 2.0 * weights + context
 
 
-def forward_flops_per_example(model_cfg, seq_len: int, causal: bool = True) -> float:
+def param_counts(model_cfg, spec) -> dict[str, int]:
+    """Hand count of total / embedding / non-embedding parameters."""
     if model_cfg.name == 'transformer':
+        return transformer_params(model_cfg)
+    return {'mlp': mlp_params, 'cnn': cnn_params, 'resnet': resnet_params, 'lstm': lstm_params}[model_cfg.name](
+        model_cfg, spec)
+
+
+def forward_flops_per_example(model_cfg, spec, causal: bool = True) -> float:
+    """Matmul and convolution FLOPs of one forward pass over one example (a
+    sequence, for language models)."""
+    if model_cfg.name == 'transformer':
+        seq_len = spec.input_shape[0]
         return seq_len * transformer_forward_flops_per_token(model_cfg, seq_len, causal)
-    raise KeyError(f'no FLOP count for model.name={model_cfg.name!r}')
+    return {'mlp': mlp_forward_flops, 'cnn': cnn_forward_flops, 'resnet': resnet_forward_flops,
+            'lstm': lstm_forward_flops}[model_cfg.name](model_cfg, spec)
 
 
-def train_flops_per_step(model_cfg, seq_len: int, global_batch: int) -> float:
-    return 3.0 * global_batch * forward_flops_per_example(model_cfg, seq_len)
+def train_flops_per_step(model_cfg, spec, global_batch: int) -> float:
+    return 3.0 * global_batch * forward_flops_per_example(model_cfg, spec)
 
 
 # --- device peaks ------------------------------------------------------------

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
-from scalelab import checkpoint, config, flops, metrics, models, parallel, train
+from scalelab import checkpoint, config, export, flops, metrics, models, parallel, tasks, train
 from scalelab import data as data_lib
 from scalelab.data import pipeline
 from scalelab.errors import ConfigError
@@ -28,9 +29,14 @@ RESUME_MUST_MATCH = ('seed', 'model', 'data')
 
 @contextlib.contextmanager
 def stop_on_signals():
-    """Yields a flag set by SIGTERM/SIGINT; the loop checks it between steps."""
+    """Yields a flag set by SIGTERM/SIGINT; the loop checks it between steps.
+
+    With several processes, each would stop at its own step and leave the
+    others waiting in a collective; there JAX's preemption service takes
+    SIGTERM instead and names one step for all (see `should_stop`).
+    """
     flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
         yield flag
         return
     previous = {sig: signal.signal(sig, lambda *_: flag.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -39,6 +45,22 @@ def stop_on_signals():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def should_stop(flag: threading.Event, step: int) -> bool:
+    if jax.process_count() > 1:
+        return multihost_utils.reached_preemption_sync_point(step)
+    return flag.is_set()
+
+
+def initial_params(source: str, abstract_params, shardings):
+    """Fine-tuning: another run's (or file's) parameters, laid out and sharded for this model."""
+    try:
+        params = export.arrange(export.load_params_flat(source), abstract_params)
+    except ValueError as e:
+        raise ConfigError([f'train.init_from={source!r}: {e}']) from None
+    return jax.tree.map(lambda p, s: jax.make_array_from_callback(p.shape, s, lambda index: p[index]),
+                        params, shardings)
 
 
 def check_same_run(path: Path, cfg) -> None:
@@ -54,19 +76,22 @@ def check_same_run(path: Path, cfg) -> None:
                            f'({"; ".join(diffs)}); use a new --workdir'])
 
 
-def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None) -> dict:
+def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
+        profile_steps: tuple[int, int] | None = None) -> dict:
     """Train (or resume) the run described by `cfg` in `workdir` on `devices`
-    (default: all); returns the summary."""
+    (default: all); returns the summary. `profile_steps=(a, b)` writes a JAX
+    profiler trace of steps a..b-1 to workdir/profile."""
     session_start = time.perf_counter()
     devices = jax.devices() if devices is None else list(devices)
     cfg = config.resolve(cfg, len(devices))
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
     check_same_run(workdir / 'config.json', cfg)
+    spec = data_lib.spec(cfg.data)
     source = data_lib.load(cfg.data, cfg.train.global_batch, cfg.seed)
-    vocab = source.describe().get('vocab_size')
-    if vocab is not None and cfg.model.vocab_size < vocab:
-        raise ConfigError([f'model.vocab_size={cfg.model.vocab_size}: the data has {vocab} symbols'])
+    if cfg.model.get('attention') == 'cudnn' and devices[0].platform != 'gpu':
+        raise ConfigError([f"model.attention='cudnn': needs a GPU, these devices are {devices[0].platform}; "
+                           "use 'auto' or 'xla'"])
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
         metrics.write_json(workdir / 'config.json', cfg.to_dict())
@@ -84,20 +109,27 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None) -> di
     if start is None:
         start, prior = 0, {'wall_time_s': 0.0, 'tokens': 0, 'flops': 0.0}
         state = jax.jit(prepared.init, out_shardings=shardings)()
+        if cfg.train.init_from:
+            state['params'] = initial_params(cfg.train.init_from, abstract_state['params'], shardings['params'])
+            progress.note(f'parameters from {cfg.train.init_from} (new optimizer state)')
     else:
         state, record = ckpt.restore(start, checkpoint.abstract_target(abstract_state, shardings))
         prior = record
         progress.note(f'resumed from step {start} (checkpoint in {workdir / "checkpoints"})')
 
-    one_row = source.train_batch(0, slice(0, 1))
-    abstract_batch = {k: jax.ShapeDtypeStruct((batch_size, *v.shape[1:]), v.dtype) for k, v in one_row.items()}
+    def abstract_batch(one_row):
+        return {k: jax.ShapeDtypeStruct((batch_size, *v.shape[1:]), v.dtype) for k, v in one_row.items()}
+
     compile_start = time.perf_counter()
-    train_fn, eval_fn = train.compile_steps(prepared.spec, mesh, shardings, abstract_state, abstract_batch)
+    train_fn, eval_fn = train.compile_steps(prepared.spec, mesh, shardings, abstract_state,
+                                            abstract_batch(source.train_batch(0, slice(0, 1))),
+                                            abstract_batch(source.eval_batch(0, slice(0, 1))))
     compile_s = time.perf_counter() - compile_start
 
     param_counts = flops.count_params(abstract_state['params'], models.family(cfg.model.name).EMBEDDING_PARAMS)
-    flops_per_step = flops.train_flops_per_step(cfg.model, cfg.data.seq_len, batch_size)
-    tokens_per_step = batch_size * cfg.data.seq_len
+    model_state_size = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state['model_state']))
+    flops_per_step = flops.train_flops_per_step(cfg.model, spec, batch_size)
+    tokens_per_step = batch_size * config.tokens_per_example(spec)
     peak = flops.total_peak_flops(devices, cfg.train.compute_dtype)
     topology = dict(mesh=dict(cfg.mesh), num_devices=len(devices), num_processes=jax.process_count(),
                     platform=devices[0].platform, device_kind=devices[0].device_kind)
@@ -113,14 +145,14 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None) -> di
                     flops=prior['flops'] + (step - start) * flops_per_step, topology=topology)
 
     def evaluate(step: int) -> dict:
-        sums = [eval_fn(state['params'], state['model_state'],
-                        pipeline.to_global(mesh, source.eval_batch(i, rows), batch_size))
-                for i in range(cfg.train.eval_batches)]
-        sums = jax.device_get(sums)
-        loss = sum(float(s['loss_sum']) for s in sums) / sum(float(s['count']) for s in sums)
-        result = {'eval_loss': loss, 'eval_bits_per_byte': loss / math.log(2)}
+        per_batch = jax.device_get([
+            eval_fn(state['params'], state['model_state'], pipeline.to_global(mesh, source.eval_batch(i, rows),
+                                                                                batch_size))
+            for i in range(source.eval_batches(cfg.train.eval_batches))])
+        sums = {key: sum(float(b[key]) for b in per_batch) for key in per_batch[0]}
+        result = tasks.summarize(spec.task, sums, source.bytes_per_token)
         log.write({'step': step, **result})
-        progress.note(f'eval at step {step}: loss {loss:.4f} | {result["eval_bits_per_byte"]:.4f} bits/byte')
+        progress.note(f'eval at step {step}: ' + ' | '.join(f'{k[5:]} {v:.4f}' for k, v in result.items()))
         return result
 
     status, last_train, last_eval = 'completed', {}, {}
@@ -130,10 +162,16 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None) -> di
     progress.restart_clock(start)
     with stop_on_signals() as stop:
         while step < total_steps:
+            if profile_steps and step == profile_steps[0]:
+                jax.profiler.start_trace(str(workdir / 'profile'))
             batch = pipeline.to_global(mesh, source.train_batch(step, rows), batch_size)
             state, step_metrics = train_fn(state, batch)
             pending.append(step_metrics)
             step += 1
+            if profile_steps and step == profile_steps[1]:
+                jax.block_until_ready(state)
+                jax.profiler.stop_trace()
+                progress.note(f'profile of steps {profile_steps[0]}..{step - 1} in {workdir / "profile"}')
             if step % cfg.train.log_every == 0 or step == total_steps:
                 values = jax.device_get(pending)
                 seconds = time.perf_counter() - interval_start
@@ -162,7 +200,7 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None) -> di
                 last_eval = evaluate(step)
                 interval_start = time.perf_counter()
             ckpt.save(step, state, record_at(step))
-            if stop.is_set():
+            if should_stop(stop, step):
                 status = 'preempted'
                 progress.note(f'stop requested: checkpointing step {step} and exiting')
                 break
@@ -177,7 +215,7 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None) -> di
     summary = dict(
         status=status, step=step, total_steps=total_steps,
         train_loss=last_train.get('loss'), **last_eval,
-        params=param_counts, flops_per_step=flops_per_step, flops=final['flops'],
+        params=param_counts, model_state_size=model_state_size, flops_per_step=flops_per_step, flops=final['flops'],
         tokens_per_step=tokens_per_step, tokens=final['tokens'],
         tokens_per_s=timed_steps * tokens_per_step / timed_s if timed_s else None,
         mfu=timed_steps * flops_per_step / timed_s / peak if timed_s and peak else None,

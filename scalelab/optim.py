@@ -1,9 +1,14 @@
 """Optimizer and learning-rate schedule from config, built from optax parts."""
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 import jax
 import optax
 from ml_collections import ConfigDict
+
+from scalelab import export
 
 OPTIMIZERS = ('sgd', 'momentum', 'adagrad', 'rmsprop', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'wsd')
@@ -68,27 +73,52 @@ def schedule(cfg: ConfigDict, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
 
 
+NO_DECAY = re.compile(r'(^|\.)(scale|bias)$')
+
+
 def decay_mask(params):
-    """Weight decay applies to matrices only: norms' scales and biases are skipped."""
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
+    """Weight decay skips norms' scales and biases (by name: with stacked layers
+    they are matrices too)."""
+    return jax.tree.map(lambda name: not NO_DECAY.search(name), export.names(params))
 
 
-def make(cfg: ConfigDict, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    lr = schedule(cfg, total_steps)
-    parts = []
-    if cfg.grad_clip > 0:
-        parts.append(optax.clip_by_global_norm(cfg.grad_clip))
+def _optimizer(cfg: ConfigDict, lr: optax.Schedule) -> optax.GradientTransformation:
     if cfg.name == 'adamw':
-        parts.append(optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                                 weight_decay=cfg.weight_decay, mask=decay_mask))
-    else:
-        if cfg.weight_decay > 0:
-            parts.append(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask))
-        parts.append({
-            'sgd': lambda: optax.sgd(lr),
-            'momentum': lambda: optax.sgd(lr, momentum=cfg.momentum),
-            'adagrad': lambda: optax.adagrad(lr, eps=cfg.eps),
-            'rmsprop': lambda: optax.rmsprop(lr, decay=cfg.b2, eps=cfg.eps),
-            'adam': lambda: optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
-        }[cfg.name]())
-    return optax.chain(*parts), lr
+        return optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
+    base = {
+        'sgd': lambda: optax.sgd(lr),
+        'momentum': lambda: optax.sgd(lr, momentum=cfg.momentum),
+        'adagrad': lambda: optax.adagrad(lr, eps=cfg.eps),
+        'rmsprop': lambda: optax.rmsprop(lr, decay=cfg.b2, eps=cfg.eps),
+        'adam': lambda: optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+    }[cfg.name]()
+    if cfg.weight_decay > 0:
+        return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask), base)
+    return base
+
+
+def make(cfg: ConfigDict, total_steps: int, *, groups: tuple[dict, Callable] | None = None,
+         freeze: str = '') -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optimizer and its learning-rate schedule.
+
+    groups = ({group: learning-rate multiplier}, name -> group) gives parameter
+    groups their own rates (muP). Parameters whose names (export.name, e.g.
+    'blocks.0.attn.q.kernel') match the regex `freeze` are not updated; their
+    gradients are zeroed before global-norm clipping.
+    """
+    lr = schedule(cfg, total_steps)
+    clip = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
+    if groups is None and not freeze:
+        return optax.chain(*clip, _optimizer(cfg, lr)), lr
+    scales, group_of = groups or ({'all': 1.0}, lambda _: 'all')
+    pattern = re.compile(freeze) if freeze else None
+
+    def labels(params):
+        return jax.tree.map(lambda n: 'frozen' if pattern and pattern.search(n) else group_of(n), export.names(params))
+
+    zero_frozen = optax.multi_transform({'frozen': optax.set_to_zero(),
+                                         **{g: optax.identity() for g in scales}}, labels)
+    per_group = optax.multi_transform(
+        {'frozen': optax.set_to_zero(),
+         **{g: _optimizer(cfg, lambda step, s=s: lr(step) * s) for g, s in scales.items()}}, labels)
+    return optax.chain(zero_frozen, *clip, per_group), lr

@@ -27,6 +27,13 @@ RULES: Mapping[str, str | tuple[str, ...] | None] = {
     'mlp': 'tensor',
     'norm': None,
     'pos': None,
+    'layers': None,  # the stacked-layers axis of scan_layers
+    # Conv kernels' input channels stay whole: with them split over fsdp, the batch
+    # over (data, fsdp) and output channels over tensor, XLA's SPMD partitioner gets
+    # the backward pass of strided convolutions wrong (jax-ml/jax#16894; caught by
+    # tests/test_families.py on a (2, 2, 2) mesh). The kernels are small anyway.
+    'conv_in': None,
+    'conv_out': 'tensor',
     # activations
     'act_batch': BATCH_AXES,
     'act_seq': None,
@@ -34,6 +41,7 @@ RULES: Mapping[str, str | tuple[str, ...] | None] = {
     'act_heads': 'tensor',
     'act_mlp': 'tensor',
     'act_vocab': 'tensor',
+    'act_conv': 'tensor',
 }
 
 

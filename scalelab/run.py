@@ -17,19 +17,42 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config fil
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (created; resumed if it holds a run).')
 _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', None,
                                     'Virtual CPU devices to expose (for meshes on a CPU-only machine).')
+_COORDINATOR = flags.DEFINE_string('coordinator', None, 'host:port of process 0, for a multi-process run '
+                                   '(else SCALELAB_COORDINATOR, else auto-detected on SLURM and TPU pods).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-process run.')
+_HEARTBEAT = flags.DEFINE_integer('heartbeat_timeout', 100, 'Seconds without a peer\'s heartbeat before '
+                                  'the others abort.')
+_PROFILE = flags.DEFINE_string('profile-steps', None, 'a:b writes a JAX profiler trace of steps a..b-1 '
+                               'to <workdir>/profile (view with TensorBoard or Perfetto).')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def profile_range(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        a, b = (int(part) for part in text.split(':'))
+    except ValueError:
+        raise app.UsageError(f'--profile-steps={text!r}: expected a:b with integers, e.g. 10:15') from None
+    if not 0 <= a < b:
+        raise app.UsageError(f'--profile-steps={text!r}: need 0 <= a < b')
+    return a, b
 
 
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    profile = profile_range(_PROFILE.value)
     cli.quiet_logging()
     from scalelab import runtime  # jax is configured before its first use
     runtime.configure(cpu_devices=_CPU_DEVICES.value)
-    from scalelab import loop
+    from scalelab import distributed, loop
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                           heartbeat_s=_HEARTBEAT.value)
     from scalelab.errors import ConfigError
     try:
-        loop.run(_CONFIG.value, _WORKDIR.value)
+        loop.run(_CONFIG.value, _WORKDIR.value, profile_steps=profile)
     except ConfigError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable
 
 import jax
@@ -17,7 +16,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from scalelab import models, optim, parallel
+from scalelab import data, models, optim, parallel, tasks
 
 TrainState = dict  # {'step': int32[], 'params': tree, 'model_state': tree, 'opt_state': tree}
 
@@ -26,6 +25,7 @@ TrainState = dict  # {'step': int32[], 'params': tree, 'model_state': tree, 'opt
 class StepSpec:
     """What the step functions close over: static, hashable."""
     graphdef: nnx.GraphDef
+    task: str
     tx: optax.GradientTransformation
     lr: optax.Schedule
     seed: int
@@ -33,8 +33,8 @@ class StepSpec:
     compute_dtype: str
 
 
-def init_state(model_cfg, seed: int, tx: optax.GradientTransformation) -> TrainState:
-    model = models.build(model_cfg, jax.random.key(seed))
+def init_state(model_cfg, spec: tasks.DataSpec, seed: int, tx: optax.GradientTransformation) -> TrainState:
+    model = models.build(model_cfg, spec, jax.random.key(seed))
     _, params, model_state = nnx.split(model, nnx.Param, ...)
     params = nnx.to_pure_dict(params)
     return {'step': jnp.zeros((), jnp.int32), 'params': params,
@@ -47,10 +47,11 @@ def state_shardings(abstract_state: TrainState, abstract_params: nnx.State, abst
     optimizer moments like their parameters, scalars replicated."""
     params = parallel.variable_shardings(abstract_params, mesh)
     replicated = parallel.replicated(mesh)
+    # Parameters an optimizer leaves out (frozen, or another group's) hold a MaskedNode: keep it.
     opt_state = optax.tree_map_params(
-        tx, lambda _, sharding: sharding, abstract_state['opt_state'], params,
-        transform_non_params=lambda _: replicated,
-        is_leaf=lambda x: isinstance(x, NamedSharding))
+        tx, lambda leaf, sharding: leaf if isinstance(leaf, optax.MaskedNode) else sharding,
+        abstract_state['opt_state'], params, transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, (NamedSharding, optax.MaskedNode)))
     return {'step': replicated, 'params': params,
             'model_state': parallel.variable_shardings(abstract_rest, mesh), 'opt_state': opt_state}
 
@@ -66,13 +67,14 @@ class Setup:
 
 def setup(cfg, mesh: jax.sharding.Mesh) -> Setup:
     """Optimizer, abstract state and its shardings for a resolved config."""
-    tx, lr = optim.make(cfg.optim, cfg.train.steps)
-    graphdef, abstract_params, abstract_rest = models.split_abstract(cfg.model)
-    init = functools.partial(init_state, cfg.model, cfg.seed, tx)
+    tx, lr = optim.make(cfg.optim, cfg.train.steps, groups=models.lr_groups(cfg.model), freeze=cfg.train.freeze)
+    data_spec = data.spec(cfg.data)
+    graphdef, abstract_params, abstract_rest = models.split_abstract(cfg.model, data_spec)
+    init = functools.partial(init_state, cfg.model, data_spec, cfg.seed, tx)
     abstract_state = jax.eval_shape(init)
     shardings = state_shardings(abstract_state, abstract_params, abstract_rest, tx, mesh)
-    spec = StepSpec(graphdef=graphdef, tx=tx, lr=lr, seed=cfg.seed, microbatches=cfg.train.microbatches,
-                    compute_dtype=cfg.train.compute_dtype)
+    spec = StepSpec(graphdef=graphdef, task=data_spec.task, tx=tx, lr=lr, seed=cfg.seed,
+                    microbatches=cfg.train.microbatches, compute_dtype=cfg.train.compute_dtype)
     return Setup(spec, init, abstract_state, shardings)
 
 
@@ -80,17 +82,22 @@ def cast_floats(tree, dtype):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def lm_loss(logits_BxLxV: jax.Array, batch: dict) -> jax.Array:
-    """Mean next-token cross-entropy in float32, in nats."""
-    return optax.softmax_cross_entropy_with_integer_labels(
-        logits_BxLxV.astype(jnp.float32), batch['targets']).mean()
-
-
-def _loss_fn(spec: StepSpec, params, model_state, batch, rngs):
+def _forward(spec: StepSpec, params, model_state, batch, *, train: bool, rngs):
+    """Model outputs, and the model state after the call (batch statistics move in training)."""
     model = nnx.merge(spec.graphdef, cast_floats(params, jnp.dtype(spec.compute_dtype)), model_state)
-    loss = lm_loss(model(batch['inputs'], rngs=rngs), batch)
+    inputs = batch['inputs']
+    if jnp.issubdtype(inputs.dtype, jnp.floating):
+        inputs = inputs.astype(jnp.dtype(spec.compute_dtype))
+    outputs = model(inputs, train=train, rngs=rngs)
     _, _, new_model_state = nnx.split(model, nnx.Param, ...)
-    return loss, nnx.to_pure_dict(new_model_state)
+    return outputs, nnx.to_pure_dict(new_model_state)
+
+
+def _loss_fn(spec: StepSpec, params, model_state, batch, dropout_key):
+    # The Rngs is made here, inside the differentiated function, whose trace may mutate it.
+    outputs, new_model_state = _forward(spec, params, model_state, batch, train=True,
+                                        rngs=nnx.Rngs(dropout=dropout_key))
+    return tasks.loss(spec.task, outputs, batch), new_model_state
 
 
 def _microbatches(batch: dict, n: int) -> dict:
@@ -108,13 +115,13 @@ def train_step(spec: StepSpec, state: TrainState, batch: dict) -> tuple[TrainSta
 
     if spec.microbatches == 1:
         (loss, model_state), grads = grad_fn(spec, params, state['model_state'], batch,
-                                                  nnx.Rngs(dropout=step_key))
+                                                  step_key)
     else:
         def accumulate(carry, indexed):
             loss_sum, grad_sum, model_state = carry
             i, micro = indexed
             (loss, model_state), grads = grad_fn(spec, params, model_state, micro,
-                                                      nnx.Rngs(dropout=jax.random.fold_in(step_key, i)))
+                                                      jax.random.fold_in(step_key, i))
             return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads), model_state), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
@@ -132,28 +139,31 @@ def train_step(spec: StepSpec, state: TrainState, batch: dict) -> tuple[TrainSta
 
 
 def eval_step(spec: StepSpec, params, model_state, batch: dict) -> dict:
-    """Summed loss and token count, so batches of any size average correctly."""
-    loss, _ = _loss_fn(spec, params, model_state, batch, None)
-    count = jnp.asarray(math.prod(batch['targets'].shape), jnp.float32)
-    return {'loss_sum': loss * count, 'count': count}
+    """Summed loss, counts and task metrics, so any number of batches averages correctly."""
+    outputs, _ = _forward(spec, params, model_state, batch, train=False, rngs=None)
+    return tasks.eval_sums(spec.task, outputs, batch)
 
 
-def compile_steps(spec: StepSpec, mesh: jax.sharding.Mesh, shardings: TrainState,
-                  abstract_state: TrainState, abstract_batch: dict) -> tuple[Callable, Callable]:
-    """AOT-compiled (train_step, eval_step) with explicit in/out shardings.
+def compile_steps(spec: StepSpec, mesh: jax.sharding.Mesh, shardings: TrainState, abstract_state: TrainState,
+                  train_batch: dict, eval_batch: dict | None = None) -> tuple[Callable, Callable]:
+    """AOT-compiled (train_step, eval_step) with explicit in/out shardings, for
+    batches shaped like `train_batch` and `eval_batch` (ShapeDtypeStructs).
 
     The train state is donated: its buffers are reused for the new state.
     """
-    batch_shardings = {k: parallel.batch_sharding(mesh, v.ndim) for k, v in abstract_batch.items()}
+    def batch_shardings(batch):
+        return {k: parallel.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
+
+    eval_batch = train_batch if eval_batch is None else eval_batch
     replicated = NamedSharding(mesh, P())
     with jax.set_mesh(mesh):  # logical activation constraints resolve against this mesh
         train = jax.jit(
             train_step, static_argnums=0, donate_argnums=1,
-            in_shardings=(shardings, batch_shardings), out_shardings=(shardings, replicated),
-        ).lower(spec, abstract_state, abstract_batch).compile()
+            in_shardings=(shardings, batch_shardings(train_batch)), out_shardings=(shardings, replicated),
+        ).lower(spec, abstract_state, train_batch).compile()
         evaluate = jax.jit(
             eval_step, static_argnums=0,
-            in_shardings=(shardings['params'], shardings['model_state'], batch_shardings),
+            in_shardings=(shardings['params'], shardings['model_state'], batch_shardings(eval_batch)),
             out_shardings=replicated,
-        ).lower(spec, abstract_state['params'], abstract_state['model_state'], abstract_batch).compile()
+        ).lower(spec, abstract_state['params'], abstract_state['model_state'], eval_batch).compile()
     return train, evaluate

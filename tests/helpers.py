@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
-import numpy as np
 
 from scalelab import config
 from scalelab.data import text
@@ -35,22 +33,6 @@ def tiny_lm(**overrides):
 def losses(workdir: Path) -> list[float]:
     lines = [json.loads(line) for line in (Path(workdir) / 'metrics.jsonl').read_text().splitlines()]
     return [line['loss'] for line in lines if 'loss' in line]
-
-
-def flat(tree) -> dict[str, np.ndarray]:
-    """{'blocks/0/attn/q/kernel': array, ...}: comparable whatever the key types."""
-    return {'/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path): np.asarray(leaf)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def final_params(workdir: Path) -> dict[str, np.ndarray]:
-    """Parameters of the latest checkpoint, flattened, on the host (read without a target)."""
-    import orbax.checkpoint as ocp
-    directory = Path(workdir).absolute() / 'checkpoints'
-    with ocp.CheckpointManager(directory) as mgr:
-        step = mgr.latest_step()
-        restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    return flat(restored.state['params'])
 
 
 def run_cli(args: list[str], env_extra: dict | None = None, **kwargs) -> subprocess.CompletedProcess:

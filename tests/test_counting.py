@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scalelab import config, flops, models, parallel, train
+from scalelab import config, data, flops, models, parallel, tasks, train
 from tests.helpers import tiny_lm
 
 
@@ -17,8 +17,11 @@ def resolved_model(**model):
     return cfg.model
 
 
-def counts_from_arrays(model_cfg):
-    _, params, _ = models.split_abstract(model_cfg)
+LM_SPEC = tasks.DataSpec('lm', (64,), 256)
+
+
+def counts_from_arrays(model_cfg, spec=LM_SPEC):
+    _, params, _ = models.split_abstract(model_cfg, spec)
     return flops.count_params(nnx.to_pure_dict(params), models.family('transformer').EMBEDDING_PARAMS)
 
 
@@ -58,8 +61,8 @@ def test_train_flops_match_xla_cost_analysis(mlp):
     compiled = jax.jit(train.train_step, static_argnums=0).lower(
         prepared.spec, prepared.abstract_state, batch).compile()
     xla = compiled.cost_analysis()['flops']
-    analytic = 3 * 8 * flops.forward_flops_per_example(cfg.model, 128, causal=False)
+    analytic = 3 * 8 * flops.forward_flops_per_example(cfg.model, data.spec(cfg.data), causal=False)
     assert analytic == pytest.approx(xla, rel=0.10)
     # the causal count is smaller by exactly half the attention-context term
     context = 3 * 8 * 128 * cfg.model.n_layers * 4 * 128 * 256
-    assert flops.train_flops_per_step(cfg.model, 128, 8) == pytest.approx(analytic - context / 2)
+    assert flops.train_flops_per_step(cfg.model, data.spec(cfg.data), 8) == pytest.approx(analytic - context / 2)

@@ -39,7 +39,8 @@ def test_constant_after_warmup():
 
 def test_weight_decay_skips_norms_and_biases():
     """With zero gradients, AdamW changes only matrices, by lr * wd * p."""
-    params = {'kernel': jnp.ones((3, 4)), 'bias': jnp.ones(4), 'scale': jnp.ones(4)}
+    params = {'kernel': jnp.ones((3, 4)), 'bias': jnp.ones(4), 'scale': jnp.ones(4),
+              'blocks': {'norm': {'scale': jnp.ones((2, 4))}}}  # a stacked (scanned) norm is 2-D
     tx, _ = optim.make(cfg(name='adamw', learning_rate=0.1, warmup_steps=0, schedule='constant',
                            weight_decay=0.5, grad_clip=0.0), 10)
     zero = jax.tree.map(jnp.zeros_like, params)
@@ -48,6 +49,7 @@ def test_weight_decay_skips_norms_and_biases():
     np.testing.assert_allclose(new['kernel'], 1 - 0.1 * 0.5, rtol=1e-6)
     np.testing.assert_array_equal(new['bias'], 1.0)
     np.testing.assert_array_equal(new['scale'], 1.0)
+    np.testing.assert_array_equal(new['blocks']['norm']['scale'], 1.0)
 
 
 def test_global_norm_clipping():

@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from scalelab import checkpoint, config, loop, parallel, train
-from tests.helpers import REPO, TEST_CACHE, final_params, flat, losses, run_cli, tiny_lm
+from scalelab import checkpoint, config, export, loop, parallel, train
+from tests.helpers import REPO, TEST_CACHE, losses, run_cli, tiny_lm
 
 pytestmark = pytest.mark.slow
 STEPS = 160
@@ -58,7 +58,7 @@ def test_sigkill_then_rerun_matches_uninterrupted_run(tmp_path, reference):
     assert result.returncode == 0, result.stderr
     assert 'resumed from step' in result.stdout
     assert json.loads((workdir / 'summary.json').read_text())['status'] == 'completed'
-    jax.tree.map(np.testing.assert_array_equal, final_params(workdir), final_params(reference))
+    jax.tree.map(np.testing.assert_array_equal, export.load_params_flat(workdir), export.load_params_flat(reference))
     # metrics.jsonl reads as one uninterrupted run: every step once, same losses
     np.testing.assert_array_equal(losses(workdir), losses(reference))
 
@@ -76,7 +76,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, reference):
     result = run_cli([*CLI, f'--workdir={workdir}'], timeout=300)
     assert result.returncode == 0, result.stderr
     assert f'resumed from step {summary["step"]}' in result.stdout
-    jax.tree.map(np.testing.assert_array_equal, final_params(workdir), final_params(reference))
+    jax.tree.map(np.testing.assert_array_equal, export.load_params_flat(workdir), export.load_params_flat(reference))
 
 
 def test_checkpoint_from_one_mesh_resumes_on_another(tmp_path):
@@ -88,11 +88,11 @@ def test_checkpoint_from_one_mesh_resumes_on_another(tmp_path):
         return c
 
     loop.run(cfg(10, (2, 2, 2)), tmp_path / 'moved')
-    saved = final_params(tmp_path / 'moved')
+    saved = export.load_params_flat(tmp_path / 'moved')
     restored = restore_on_mesh(cfg(10, (1, 1, 8)), tmp_path / 'moved')
     kernel = restored['params']['blocks'][0]['mlp']['up']['kernel']
     assert kernel.sharding.mesh.axis_sizes == (1, 1, 8) and tuple(kernel.sharding.spec) == (None, 'tensor')
-    jax.tree.map(np.testing.assert_array_equal, flat(restored['params']), saved)
+    jax.tree.map(np.testing.assert_array_equal, export.flatten(restored['params']), saved)
 
     loop.run(cfg(20, (8, 1, 1)), tmp_path / 'reference')
     summary = loop.run(cfg(20, (1, 1, 8)), tmp_path / 'moved')
@@ -101,7 +101,7 @@ def test_checkpoint_from_one_mesh_resumes_on_another(tmp_path):
     # Reduction order differs between meshes; Adam's m/sqrt(v) turns that noise into
     # parameter differences of a small fraction of one step (lr = 1e-2).
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=0),
-                 final_params(tmp_path / 'moved'), final_params(tmp_path / 'reference'))
+                 export.load_params_flat(tmp_path / 'moved'), export.load_params_flat(tmp_path / 'reference'))
 
 
 def restore_on_mesh(cfg, workdir):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from scalelab import config, loop, parallel, train
-from tests.helpers import final_params, losses, tiny_lm
+from scalelab import config, export, loop, parallel, train
+from tests.helpers import losses, tiny_lm
 
 MESHES = {  # (data, fsdp, tensor) -> devices used
     'single': ((1, 1, 1), 1),
@@ -42,10 +42,10 @@ def test_meshes_give_the_same_losses(mesh_runs):
 
 
 def test_meshes_give_the_same_parameters(mesh_runs):
-    reference = final_params(mesh_runs['single'])
+    reference = export.load_params_flat(mesh_runs['single'])
     for name, workdir in mesh_runs.items():
         jax.tree.map(functools.partial(np.testing.assert_allclose, atol=2e-5, rtol=0, err_msg=name),
-                     final_params(workdir), reference)
+                     export.load_params_flat(workdir), reference)
 
 
 def sharded_state(shape):

@@ -1,33 +1,39 @@
 """Data sources and the batching pipeline.
 
-A source holds its data on the host and answers `train_batch(step, rows)` and
-`eval_batch(index, rows)` with numpy arrays: a pure function of (seed, step)
-restricted to this process's rows, so resuming needs only the step.
+A source module provides default_config(), spec(cfg) -> DataSpec (task, input
+shape, outputs: known before loading), validate(cfg) -> problems, and
+load(cfg, global_batch, seed) -> a source answering `train_batch(step, rows)`,
+`eval_batches(requested)`, `eval_batch(index, rows)` and `describe()`: numpy
+arrays that are a pure function of (seed, step), restricted to this
+process's rows, so resuming needs only the step.
 """
 from __future__ import annotations
 
 from ml_collections import ConfigDict
 
-from scalelab.data import text
+from scalelab.data import images, teacher, text
+from scalelab.tasks import DataSpec
 
-SOURCES = {'text': text}
+SOURCES = {'text': text, 'images': images, 'teacher': teacher}
 
 
-def default_config() -> ConfigDict:
-    return ConfigDict(dict(
-        name='text',
-        path='',             # '' = the Python stdlib source; a directory, a file, or files joined by ','
-        pattern='*.py',      # files taken from a directory (recursive glob)
-        eval_fraction=0.05,  # share of files held out for evaluation
-        seq_len=256,
-    ))
+def source(name: str):
+    if name not in SOURCES:
+        raise KeyError(f'data.name={name!r}: not one of {", ".join(map(repr, SOURCES))}')
+    return SOURCES[name]
+
+
+def default_config(name: str = 'text') -> ConfigDict:
+    return source(name).default_config()
+
+
+def spec(cfg: ConfigDict) -> DataSpec:
+    return source(cfg.name).spec(cfg)
 
 
 def validate(cfg: ConfigDict) -> list[str]:
-    if cfg.name not in SOURCES:
-        return [f'data.name={cfg.name!r}: not one of {", ".join(map(repr, SOURCES))}']
-    return SOURCES[cfg.name].validate(cfg)
+    return source(cfg.name).validate(cfg)
 
 
 def load(cfg: ConfigDict, global_batch: int, seed: int):
-    return SOURCES[cfg.name].load(cfg, global_batch, seed)
+    return source(cfg.name).load(cfg, global_batch, seed)

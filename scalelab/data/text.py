@@ -12,11 +12,28 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from ml_collections import ConfigDict
 
 from scalelab.errors import ConfigError
+from scalelab.tasks import DataSpec
 
 VOCAB_SIZE = 256  # one token per byte
 _SKIP_DIRS = {'site-packages', 'dist-packages', '__pycache__'}
+
+
+def default_config() -> ConfigDict:
+    return ConfigDict(dict(
+        name='text',
+        path='',             # '' = the Python stdlib source; a directory, a file, or files joined by ','
+        pattern='*.py',      # files taken from a directory (recursive glob)
+        eval_fraction=0.05,  # share of files held out for evaluation
+        seq_len=256,
+        train_examples=0,    # > 0: train on only this many fixed windows (e.g. to overfit)
+    ))
+
+
+def spec(cfg) -> DataSpec:
+    return DataSpec('lm', (cfg.seq_len,), VOCAB_SIZE)
 
 
 def stdlib_dir() -> Path:
@@ -58,25 +75,40 @@ class TextSource:
     seed: int
     n_train_files: int
     n_eval_files: int
+    train_examples: int = 0
 
-    task = 'lm'
+    bytes_per_token = 1.0
 
     def train_batch(self, step: int, rows: slice) -> dict[str, np.ndarray]:
+        if self.train_examples:  # a fixed set of windows, visited in turn
+            starts = _starts(self.train_tokens.size, self.seq_len, self.train_examples, (self.seed, 4))
+            positions = (step * self.global_batch + np.arange(self.global_batch)) % self.train_examples
+            return _cut(self.train_tokens, starts[positions][rows], self.seq_len)
         return _windows(self.train_tokens, self.seq_len, self.global_batch, (self.seed, 0, step), rows)
+
+    def eval_batches(self, requested: int) -> int:
+        return requested
 
     def eval_batch(self, index: int, rows: slice) -> dict[str, np.ndarray]:
         return _windows(self.eval_tokens, self.seq_len, self.global_batch, (self.seed, 1, index), rows)
 
     def describe(self) -> dict:
         return dict(train_bytes=int(self.train_tokens.size), eval_bytes=int(self.eval_tokens.size),
-                    train_files=self.n_train_files, eval_files=self.n_eval_files, vocab_size=VOCAB_SIZE)
+                    train_files=self.n_train_files, eval_files=self.n_eval_files)
 
 
 def _windows(tokens: np.ndarray, seq_len: int, global_batch: int, key: tuple[int, ...],
              rows: slice) -> dict[str, np.ndarray]:
     """Rows `rows` of the global batch for `key`: every process draws the same
     offsets and reads only its own rows."""
-    starts_B = np.random.default_rng(key).integers(0, tokens.size - seq_len, size=global_batch)[rows]
+    return _cut(tokens, _starts(tokens.size, seq_len, global_batch, key)[rows], seq_len)
+
+
+def _starts(size: int, seq_len: int, n: int, key: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(key).integers(0, size - seq_len, size=n)
+
+
+def _cut(tokens: np.ndarray, starts_B: np.ndarray, seq_len: int) -> dict[str, np.ndarray]:
     window_BxL1 = tokens[starts_B[:, None] + np.arange(seq_len + 1)].astype(np.int32)
     return {'inputs': window_BxL1[:, :-1], 'targets': window_BxL1[:, 1:]}
 
@@ -96,7 +128,8 @@ def load(cfg, global_batch: int, seed: int) -> TextSource:
         if tokens.size <= cfg.seq_len:
             raise ConfigError([f'{where}: the {split} split has {tokens.size} bytes, fewer than '
                                f'data.seq_len + 1 = {cfg.seq_len + 1}'])
-    return TextSource(train, held_out, cfg.seq_len, global_batch, seed, len(train_files), len(eval_files))
+    return TextSource(train, held_out, cfg.seq_len, global_batch, seed, len(train_files), len(eval_files),
+                      cfg.train_examples)
 
 
 def validate(cfg) -> list[str]:
@@ -108,4 +141,6 @@ def validate(cfg) -> list[str]:
         problems.append(f'data.eval_fraction={cfg.eval_fraction}: must be in (0, 1)')
     if cfg.seq_len <= 0:
         problems.append(f'data.seq_len={cfg.seq_len}: must be positive')
+    if cfg.train_examples < 0:
+        problems.append(f'data.train_examples={cfg.train_examples}: must be non-negative (0 = all)')
     return problems

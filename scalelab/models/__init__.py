@@ -1,7 +1,10 @@
 """Model families and the registry that maps `config.model.name` to one.
 
-A family module provides: default_config(), resolve(cfg), validate(cfg, seq_len)
--> list of problems, CHOICES, POSITIVE, EMBEDDING_PARAMS, TASK and Model.
+A family module provides: default_config(), resolve(cfg) (fills derived values),
+validate(cfg, spec) -> list of problems, CHOICES (key -> valid values),
+POSITIVE (keys that must be > 0), EMBEDDING_PARAMS (top-level attributes
+counted as embedding), TASKS (what it can learn), DEFAULT_DATA (a source name)
+and Model(cfg, spec, rngs=...), called as model(inputs, train=..., rngs=...).
 """
 from __future__ import annotations
 
@@ -11,10 +14,15 @@ import jax
 import ml_collections
 from flax import nnx
 
-from scalelab.models import transformer
+from scalelab.models import cnn, lstm, mlp, resnet, transformer
+from scalelab.tasks import DataSpec
 
 FAMILIES: dict[str, types.ModuleType] = {
     'transformer': transformer,
+    'mlp': mlp,
+    'cnn': cnn,
+    'resnet': resnet,
+    'lstm': lstm,
 }
 
 
@@ -24,19 +32,25 @@ def family(name: str) -> types.ModuleType:
     return FAMILIES[name]
 
 
-def build(cfg: ml_collections.ConfigDict, seed: int | jax.Array) -> nnx.Module:
+def lr_groups(cfg: ml_collections.ConfigDict):
+    """Per-parameter learning-rate groups a family asks for (muP), or None."""
+    groups = getattr(family(cfg.name), 'lr_groups', None)
+    return groups(cfg) if groups else None
+
+
+def build(cfg: ml_collections.ConfigDict, spec: DataSpec, seed: int | jax.Array) -> nnx.Module:
     """Concrete model. Shardings are applied by the caller (jit out_shardings),
     so variables are created without eager sharding and need no mesh context."""
     frozen = ml_collections.FrozenConfigDict(cfg)
     with nnx.use_eager_sharding(False):
-        return family(cfg.name).Model(frozen, rngs=nnx.Rngs(params=seed))
+        return family(cfg.name).Model(frozen, spec, rngs=nnx.Rngs(params=seed))
 
 
-def abstract(cfg: ml_collections.ConfigDict) -> nnx.Module:
+def abstract(cfg: ml_collections.ConfigDict, spec: DataSpec) -> nnx.Module:
     """The model with ShapeDtypeStructs for values: shapes and metadata, no memory."""
-    return nnx.eval_shape(lambda: build(cfg, 0))
+    return nnx.eval_shape(lambda: build(cfg, spec, 0))
 
 
-def split_abstract(cfg: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+def split_abstract(cfg: ml_collections.ConfigDict, spec: DataSpec) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
     """(graphdef, params, other state such as batch statistics) of the abstract model."""
-    return nnx.split(abstract(cfg), nnx.Param, ...)
+    return nnx.split(abstract(cfg, spec), nnx.Param, ...)

@@ -8,6 +8,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+ACTIVATIONS = {
+    'linear': lambda x: x,
+    'sigmoid': jax.nn.sigmoid,
+    'tanh': jnp.tanh,
+    'relu': jax.nn.relu,
+    'leaky_relu': jax.nn.leaky_relu,
+    'gelu': jax.nn.gelu,
+    'silu': jax.nn.silu,
+}
+
+
 def normal(std: float, names: Sequence[str | None]):
     return nnx.with_partitioning(nnx.initializers.normal(std), tuple(names))
 
@@ -39,6 +50,11 @@ class Dense(nnx.Module):
         if self.bias is not None:
             y = y + self.bias[...]
         return y
+
+
+def lecun_normal(names: Sequence[str | None]):
+    """Variance 1/fan_in, for convolution kernels (fan_in = k_h * k_w * C_in)."""
+    return nnx.with_partitioning(nnx.initializers.lecun_normal(), tuple(names))
 
 
 def norm(kind: str, dim: int, *, eps: float, use_bias: bool, rngs: nnx.Rngs) -> nnx.Module:

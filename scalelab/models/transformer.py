@@ -6,7 +6,9 @@ learned positions, tied, biases) and modern variants (rmsnorm, swiglu, rope).
 """
 from __future__ import annotations
 
+import functools
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -16,11 +18,23 @@ from flax import nnx
 from scalelab.models import layers
 from scalelab.parallel import constrain
 
-TASK = 'lm'
+TASKS = ('lm',)
+DEFAULT_DATA = 'text'
 CHOICES = {
     'norm': ('rmsnorm', 'layernorm'),
     'mlp': ('gelu', 'swiglu'),
     'position': ('rope', 'learned'),
+    'remat': ('none', 'full', 'dots_saveable', 'dots_with_no_batch_dims_saveable'),
+    'attention': ('auto', 'xla', 'cudnn'),
+    'parametrization': ('standard', 'mup'),
+}
+# muP's hidden (matrix-like) weights: their Adam learning rate scales as 1 / width.
+MUP_HIDDEN = re.compile(r'^blocks\.(\d+\.)?(attn\.[qkvo]|mlp\.(up|gate|down))\.kernel$')
+# What a rematerialised layer keeps from its forward pass (the rest is recomputed).
+REMAT_POLICIES = {
+    'full': None,  # nothing: only the layer's input
+    'dots_saveable': jax.checkpoint_policies.dots_saveable,  # every matmul output
+    'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # not attention's
 }
 POSITIVE = ('vocab_size', 'd_model', 'n_layers', 'n_heads', 'max_len')
 # Top-level attributes whose parameters count as embedding parameters (Kaplan et al.).
@@ -34,6 +48,7 @@ def default_config() -> ml_collections.ConfigDict:
         d_model=256,
         n_layers=4,
         n_heads=4,
+        head_dim=0,           # > 0: n_heads = d_model / head_dim (heads keep their size as width grows)
         d_ff=0,               # 0: 4 * d_model
         max_len=1024,         # rows of the learned position table
         norm='rmsnorm',
@@ -46,17 +61,34 @@ def default_config() -> ml_collections.ConfigDict:
         init_std=0.02,
         scale_residual_init=True,  # GPT-2: residual projections get std / sqrt(2 n_layers)
         norm_eps=1e-5,
+        scan_layers=False,    # one compiled layer applied n_layers times: compile time flat in depth
+        remat='none',         # none | full | dots_saveable | dots_with_no_batch_dims_saveable (see REMAT_POLICIES)
+        attention='auto',     # auto (cuDNN on GPU in 16-bit, else XLA) | xla | cudnn
+        parametrization='standard',  # standard | mup (Tensor Programs V), relative to mup_base_width
+        mup_base_width=128,
     ))
 
 
 def resolve(cfg: ml_collections.ConfigDict) -> None:
     """Fill derived values in place."""
+    if cfg.head_dim > 0 and cfg.d_model % cfg.head_dim == 0:
+        cfg.n_heads = cfg.d_model // cfg.head_dim
     if cfg.d_ff == 0:
         cfg.d_ff = 4 * cfg.d_model
 
 
-def validate(cfg: ml_collections.ConfigDict, seq_len: int) -> list[str]:
+def validate(cfg: ml_collections.ConfigDict, spec) -> list[str]:
     problems = []
+    seq_len = spec.input_shape[0]
+    if cfg.vocab_size < spec.num_outputs:
+        problems.append(f'model.vocab_size={cfg.vocab_size}: the data has {spec.num_outputs} symbols')
+    if cfg.head_dim < 0 or (cfg.head_dim > 0 and cfg.d_model % cfg.head_dim):
+        problems.append(f'model.head_dim={cfg.head_dim}: must divide model.d_model={cfg.d_model} (or be 0)')
+    if cfg.parametrization == 'mup' and cfg.tie_embeddings:
+        problems.append("model.parametrization='mup': needs model.tie_embeddings=False (the readout is "
+                        'scaled apart from the input embedding)')
+    if cfg.mup_base_width <= 0:
+        problems.append(f'model.mup_base_width={cfg.mup_base_width}: must be positive')
     if cfg.d_ff < 0:
         problems.append(f'model.d_ff={cfg.d_ff}: must be positive (or 0 for 4 * d_model)')
     if cfg.d_model % cfg.n_heads:
@@ -74,13 +106,35 @@ def validate(cfg: ml_collections.ConfigDict, seq_len: int) -> list[str]:
     return problems
 
 
-def rope(x_BxLxNxH: jax.Array, positions_L: jax.Array, base: float) -> jax.Array:
-    """Rotary position embedding (rotate-half form)."""
+def width_mult(cfg) -> float:
+    """d_model / base width under muP; 1 under the standard parametrization."""
+    return cfg.d_model / cfg.mup_base_width if cfg.parametrization == 'mup' else 1.0
+
+
+def lr_groups(cfg):
+    """muP (Adam): hidden weights learn at lr / width_mult; embeddings, readout,
+    norms and biases at lr. None under the standard parametrization."""
+    if cfg.parametrization != 'mup':
+        return None
+    return ({'hidden': 1.0 / width_mult(cfg), 'other': 1.0},
+            lambda name: 'hidden' if MUP_HIDDEN.search(name) else 'other')
+
+
+def attention_impl(choice: str, dtype) -> str:
+    """cuDNN's fused attention needs a GPU and 16-bit inputs; XLA runs everywhere."""
+    if choice != 'auto':
+        return choice
+    on_gpu = jax.default_backend() == 'gpu'
+    return 'cudnn' if on_gpu and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else 'xla'
+
+
+def rope(x_BxLxNxH: jax.Array, positions: jax.Array, base: float) -> jax.Array:
+    """Rotary position embedding (rotate-half form); positions are (L,) or per row (B, L)."""
     half = x_BxLxNxH.shape[-1] // 2
     inv_freq_H2 = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angles_LxH2 = positions_L.astype(jnp.float32)[:, None] * inv_freq_H2[None, :]
-    sin = jnp.sin(angles_LxH2)[None, :, None, :].astype(x_BxLxNxH.dtype)
-    cos = jnp.cos(angles_LxH2)[None, :, None, :].astype(x_BxLxNxH.dtype)
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq_H2  # (..., L, H/2)
+    sin = jnp.sin(angles)[..., None, :].astype(x_BxLxNxH.dtype)     # a heads axis to broadcast over
+    cos = jnp.cos(angles)[..., None, :].astype(x_BxLxNxH.dtype)
     x1, x2 = x_BxLxNxH[..., :half], x_BxLxNxH[..., half:]
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
@@ -91,32 +145,54 @@ class Attention(nnx.Module):
         h = d // n
         out_std = _residual_std(cfg)
         self.cfg = cfg
+        # muP scores attention by 1 / head_dim (not 1 / sqrt): q and k become correlated in training.
+        self.scale = 1.0 / h if cfg.parametrization == 'mup' else None
         names_in = ('embed', 'heads', 'head_dim')
-        self.q = layers.Dense((d,), (n, h), names_in, std=cfg.init_std, use_bias=cfg.use_bias, rngs=rngs)
-        self.k = layers.Dense((d,), (n, h), names_in, std=cfg.init_std, use_bias=cfg.use_bias, rngs=rngs)
-        self.v = layers.Dense((d,), (n, h), names_in, std=cfg.init_std, use_bias=cfg.use_bias, rngs=rngs)
+        std = _hidden_std(cfg)
+        self.q = layers.Dense((d,), (n, h), names_in, std=std, use_bias=cfg.use_bias, rngs=rngs)
+        self.k = layers.Dense((d,), (n, h), names_in, std=std, use_bias=cfg.use_bias, rngs=rngs)
+        self.v = layers.Dense((d,), (n, h), names_in, std=std, use_bias=cfg.use_bias, rngs=rngs)
         self.o = layers.Dense((n, h), (d,), ('heads', 'head_dim', 'embed'), std=out_std,
                               use_bias=cfg.use_bias, rngs=rngs)
 
-    def __call__(self, x_BxLxD, positions_L, rngs):
+    def __call__(self, x_BxLxD, positions, rngs, kv=None):
+        """Causal self-attention. With `kv` = (k_cache, v_cache, index, key_positions_BxS),
+        the new keys and values are written at `index` and every query attends to
+        the cached keys at positions 0..its own (negative positions are padding).
+        Returns (output, updated (k_cache, v_cache) or None)."""
         heads = ('act_batch', 'act_seq', 'act_heads', None)
         q = constrain(self.q(x_BxLxD), *heads)
         k = constrain(self.k(x_BxLxD), *heads)
         v = constrain(self.v(x_BxLxD), *heads)
         if self.cfg.position == 'rope':
-            q = rope(q, positions_L, self.cfg.rope_base)
-            k = rope(k, positions_L, self.cfg.rope_base)
-        out_BxLxNxH = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+            q = rope(q, positions, self.cfg.rope_base)
+            k = rope(k, positions, self.cfg.rope_base)
+        impl = attention_impl(self.cfg.attention, q.dtype)
+        if kv is None:
+            out_BxLxNxH = jax.nn.dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
+                                                       implementation=impl)
+            new_kv = None
+        else:
+            k_cache, v_cache, index, key_positions_BxS = kv
+            k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))
+            v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, index, 0, 0))
+            query_BxT = jnp.broadcast_to(positions, q.shape[:2])
+            keys_Bx1xS = key_positions_BxS[:, None, :]
+            mask_Bx1xTxS = ((keys_Bx1xS <= query_BxT[:, :, None]) & (keys_Bx1xS >= 0))[:, None]
+            out_BxLxNxH = jax.nn.dot_product_attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype),
+                                                       mask=mask_Bx1xTxS, scale=self.scale, implementation='xla')
+            new_kv = (k_cache, v_cache)
         out_BxLxNxH = constrain(out_BxLxNxH, *heads)
-        return layers.dropout(self.o(out_BxLxNxH), self.cfg.dropout, rngs)
+        return layers.dropout(self.o(out_BxLxNxH), self.cfg.dropout, rngs), new_kv
 
 
 class MLP(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs):
         d, f = cfg.d_model, cfg.d_ff
         self.cfg = cfg
-        self.up = layers.Dense((d,), (f,), ('embed', 'mlp'), std=cfg.init_std, use_bias=cfg.use_bias, rngs=rngs)
-        self.gate = (layers.Dense((d,), (f,), ('embed', 'mlp'), std=cfg.init_std, use_bias=cfg.use_bias,
+        std = _hidden_std(cfg)
+        self.up = layers.Dense((d,), (f,), ('embed', 'mlp'), std=std, use_bias=cfg.use_bias, rngs=rngs)
+        self.gate = (layers.Dense((d,), (f,), ('embed', 'mlp'), std=std, use_bias=cfg.use_bias,
                                   rngs=rngs) if cfg.mlp == 'swiglu' else None)
         self.down = layers.Dense((f,), (d,), ('mlp', 'embed'), std=_residual_std(cfg),
                                  use_bias=cfg.use_bias, rngs=rngs)
@@ -138,44 +214,116 @@ class Block(nnx.Module):
         self.mlp_norm = _norm(cfg, rngs)
         self.mlp = MLP(cfg, rngs=rngs)
 
-    def __call__(self, x_BxLxD, positions_L, rngs):
-        x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD), positions_L, rngs)
+    def __call__(self, x_BxLxD, positions, rngs, kv=None):
+        attended, new_kv = self.attn(self.attn_norm(x_BxLxD), positions, rngs, kv)
+        x_BxLxD = x_BxLxD + attended
         x_BxLxD = x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD), rngs)
-        return constrain(x_BxLxD, 'act_batch', 'act_seq', 'act_embed')
+        return constrain(x_BxLxD, 'act_batch', 'act_seq', 'act_embed'), new_kv
 
 
 class Model(nnx.Module):
     """tokens (B, L) int -> logits (B, L, vocab)."""
 
-    def __init__(self, cfg, *, rngs: nnx.Rngs):
+    def __init__(self, cfg, spec=None, *, rngs: nnx.Rngs):
         self.cfg = cfg
         self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model,
                                embedding_init=layers.normal(cfg.init_std, ('vocab', 'embed')), rngs=rngs)
         self.pos_embed = (nnx.Param(layers.normal(cfg.init_std, ('pos', 'embed'))(
             rngs.params(), (cfg.max_len, cfg.d_model))) if cfg.position == 'learned' else None)
-        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+        # Layer i's parameters come from fold_in(key, i) in both layouts, so
+        # scan_layers changes the compiled program, not the initial values.
+        keys_L = jax.vmap(functools.partial(jax.random.fold_in, rngs.params()))(jnp.arange(cfg.n_layers))
+        if cfg.scan_layers:
+            self.blocks = nnx.vmap(lambda key: Block(cfg, rngs=nnx.Rngs(params=key)),
+                                   transform_metadata={nnx.PARTITION_NAME: 'layers'})(keys_L)
+        else:
+            self.blocks = nnx.List([Block(cfg, rngs=nnx.Rngs(params=k)) for k in keys_L])
         self.final_norm = _norm(cfg, rngs)
         self.head = (None if cfg.tie_embeddings else
                      layers.Dense((cfg.d_model,), (cfg.vocab_size,), ('embed', 'vocab'),
                                   std=cfg.init_std, use_bias=False, rngs=rngs))
 
-    def __call__(self, tokens_BxL: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-        positions_L = jnp.arange(tokens_BxL.shape[1])
+    def __call__(self, tokens_BxL: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None) -> jax.Array:
+        rngs = rngs if train else None  # dropout only while training
+        return self._forward(tokens_BxL, jnp.arange(tokens_BxL.shape[1]), rngs, None)[0]
+
+    def activations(self, tokens_BxL: jax.Array) -> dict[str, jax.Array]:
+        """Every recorded activation of a forward pass (embedding, blocks, logits)."""
+        seen = {}
+        self._forward(tokens_BxL, jnp.arange(tokens_BxL.shape[1]), None, None, seen.__setitem__)
+        return seen
+
+    def init_cache(self, batch: int, length: int, dtype=jnp.float32) -> dict[str, jax.Array]:
+        """Empty keys and values for `length` positions: (n_layers, batch, length, heads, head_dim)."""
+        cfg = self.cfg
+        shape = (cfg.n_layers, batch, length, cfg.n_heads, cfg.d_model // cfg.n_heads)
+        return {'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
+
+    def decode(self, tokens_BxT: jax.Array, cache: dict, positions_BxT: jax.Array, key_positions_BxS: jax.Array,
+               index) -> tuple[jax.Array, dict]:
+        """Logits for T new tokens written at cache slots index..index+T-1, and
+        the updated cache: a prompt at once (prefill), then one token a step.
+        Rows may be left-padded: a slot's position is key_positions_BxS (< 0 for padding)."""
+        return self._forward(tokens_BxT, positions_BxT, None, (cache['k'], cache['v'], index, key_positions_BxS))
+
+    def _forward(self, tokens_BxL, positions, rngs, kv, record=None):
+        """`record(name, activation)`, if given, sees the embedding output, each
+        block's output (looped layers) and the logits: a muP coordinate check."""
+        record = record or (lambda name, x: None)
         x_BxLxD = self.embed(tokens_BxL)
         if self.pos_embed is not None:
-            x_BxLxD = x_BxLxD + self.pos_embed[...][positions_L]
+            x_BxLxD = x_BxLxD + self.pos_embed[...][jnp.maximum(positions, 0)]
         x_BxLxD = layers.dropout(x_BxLxD, self.cfg.dropout, rngs)
         x_BxLxD = constrain(x_BxLxD, 'act_batch', 'act_seq', 'act_embed')
-        for block in self.blocks:
-            x_BxLxD = block(x_BxLxD, positions_L, rngs)
+        record('embed', x_BxLxD)
+        x_BxLxD, new_kv = self._layers(x_BxLxD, positions, rngs, kv, record)
         x_BxLxD = self.final_norm(x_BxLxD)
         logits_BxLxV = self.embed.attend(x_BxLxD) if self.head is None else self.head(x_BxLxD)
-        return constrain(logits_BxLxV, 'act_batch', 'act_seq', 'act_vocab')
+        logits_BxLxV = logits_BxLxV / width_mult(self.cfg)  # muP's readout multiplier (1 otherwise)
+        logits_BxLxV = constrain(logits_BxLxV, 'act_batch', 'act_seq', 'act_vocab')
+        record('logits', logits_BxLxV)
+        return logits_BxLxV, None if new_kv is None else {'k': new_kv[0], 'v': new_kv[1]}
+
+    def _layers(self, x_BxLxD, positions, rngs, kv, record):
+        """The blocks, looped or scanned, each optionally rematerialised (in
+        training). Layer i's dropout key is fold_in(key, i) in both layouts.
+        `kv` = (k_cache, v_cache, index, key_positions) stacks the layers' caches."""
+        cfg = self.cfg
+        key = rngs.dropout() if rngs is not None and cfg.dropout > 0 else None
+        k_all, v_all, extra = (None, None, None) if kv is None else (kv[0], kv[1], kv[2:])
+
+        def layer(graphdef, x_BxLxD, state, positions, i, k_layer, v_layer):
+            layer_rngs = None if key is None else nnx.Rngs(dropout=jax.random.fold_in(key, i))
+            layer_kv = None if k_layer is None else (k_layer, v_layer, *extra)
+            return nnx.merge(graphdef, state)(x_BxLxD, positions, layer_rngs, layer_kv)
+
+        if cfg.remat != 'none' and kv is None:
+            layer = jax.checkpoint(layer, policy=REMAT_POLICIES[cfg.remat], static_argnums=(0,))
+        if cfg.scan_layers:
+            graphdef, stacked = nnx.split(self.blocks)
+            step = lambda x, xs: layer(graphdef, x, xs[0], positions, *xs[1:])
+            return jax.lax.scan(step, x_BxLxD, (stacked, jnp.arange(cfg.n_layers), k_all, v_all))
+        updated = []
+        for i, block in enumerate(self.blocks):
+            graphdef, state = nnx.split(block)
+            x_BxLxD, new_kv = layer(graphdef, x_BxLxD, state, positions, i,
+                                    None if kv is None else k_all[i], None if kv is None else v_all[i])
+            record(f'block{i}', x_BxLxD)
+            updated.append(new_kv)
+        if kv is None:
+            return x_BxLxD, None
+        return x_BxLxD, (jnp.stack([k for k, _ in updated]), jnp.stack([v for _, v in updated]))
 
 
 def _norm(cfg, rngs):
     return layers.norm(cfg.norm, cfg.d_model, eps=cfg.norm_eps, use_bias=cfg.use_bias, rngs=rngs)
 
 
+def _hidden_std(cfg) -> float:
+    """Hidden weights: variance 1 / fan_in under muP, i.e. shrinking with width from the base's."""
+    return cfg.init_std / math.sqrt(width_mult(cfg))
+
+
 def _residual_std(cfg) -> float:
-    return cfg.init_std / math.sqrt(2 * cfg.n_layers) if cfg.scale_residual_init else cfg.init_std
+    std = _hidden_std(cfg)
+    return std / math.sqrt(2 * cfg.n_layers) if cfg.scale_residual_init else std

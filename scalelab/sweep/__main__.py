@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ _EMIT = flags.DEFINE_bool('emit-commands', False, 'Print one `python -m scalelab
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Points run at once on this machine.')
 _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', None, 'Passed to each point (virtual CPU devices).')
 _RESULTS = flags.DEFINE_string('results', None, 'fit: a CSV with columns for N, loss and D or C.')
-_LAW = flags.DEFINE_enum('law', None, ['power', 'chinchilla', 'isoflop'], 'fit: the law to fit '
+_LAW = flags.DEFINE_enum('law', None, ['power', 'chinchilla', 'isoflop', 'lr_transfer'], 'fit: the law to fit '
                          '(default: the sweep config\'s, or power).')
 _N_COL = flags.DEFINE_string('n_col', 'N', 'fit: column of parameter counts.')
 _D_COL = flags.DEFINE_string('d_col', 'D', 'fit: column of training tokens (else C / 6N).')
@@ -39,8 +38,11 @@ _OUT = flags.DEFINE_string('out', None, 'fit: directory for fit.json and scaling
 
 def fit_and_report(rows: list[dict], law: str, out_dir: Path, n_bootstrap: int, title: str = '', **columns) -> dict:
     from scalelab.sweep import plots, results
-    data = results.table(rows, **columns)
-    fit = results.fit_table(data, law, bootstrap=n_bootstrap)
+    if law == 'lr_transfer':
+        data, fit = None, results.lr_transfer(rows, columns.get('loss_col', 'loss'))
+    else:
+        data = results.table(rows, **columns)
+        fit = results.fit_table(data, law, bootstrap=n_bootstrap)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / 'fit.json', fit.report)
     plots.plot(fit, data, out_dir / 'scaling.png', title)
@@ -54,6 +56,9 @@ def fit_and_report(rows: list[dict], law: str, out_dir: Path, n_bootstrap: int, 
         interval = f' [{held["lo"]:.4f}, {held["hi"]:.4f}]' if 'lo' in held else ''
         print(f'  largest N={held["N"]:.3g} held out: predicted {held["predicted"]:.4f}{interval}, '
               f'measured {held["measured"]:.4f} ({100 * held["relative_error"]:+.2f}%)')
+    for param, curve in fit.report.get('curves', {}).items():
+        best = ', '.join(f'width {w}: {lr:g}' for w, lr in curve['best_lr'].items())
+        print(f'  {param}: best learning rate {best} (moves {curve["best_lr_shift_decades"]:+.2f} decades)')
     for row in fit.report.get('compute_optimal', []):
         print(f'  C={row["C"]:.3g}: N_opt={row["N_opt"]:.3g}, D_opt={row["D_opt"]:.3g}, loss {row["loss"]:.4f}')
     print(f'wrote {out_dir / "fit.json"} and {out_dir / "scaling.png"}')
@@ -81,6 +86,8 @@ def sweep_main() -> int:
     runtime.configure(cpu_devices=_CPU_DEVICES.value)
     import jax
 
+    from scalelab import config
+    from scalelab import data as data_lib
     from scalelab.sweep import points as points_lib
     from scalelab.sweep import results, runner
     sweep, workdir = _CONFIG.value, Path(_WORKDIR.value)
@@ -98,7 +105,8 @@ def sweep_main() -> int:
         n = points_lib.count(c, sweep.shape.count)
         done = runner.is_finished(runner.point_dir(workdir, point), point)
         print(f'{point.name:<28} {c.model.d_model:>7} {c.model.n_layers:>6} {n:>11,} '
-              f'{c.train.steps * c.train.global_batch * c.data.seq_len:>10.3g} {c.train.steps:>6} '
+              f'{c.train.steps * c.train.global_batch * config.tokens_per_example(data_lib.spec(c.data)):>10.3g} '
+              f'{c.train.steps:>6} '
               f'{points_lib.planned_flops(point):>9.3g}  {"yes" if done else ""}')
     print(f'total {sum(points_lib.planned_flops(p) for p in points):.3g} FLOPs')
     if _DRY_RUN.value:

@@ -13,7 +13,8 @@ from scalelab import scaling  # noqa: E402
 
 
 def plot(fit, data: dict[str, np.ndarray], path: Path, title: str = '') -> None:
-    draw = {'power': _power, 'chinchilla': _chinchilla, 'isoflop': _isoflop}[fit.report['law']]
+    draw = {'power': _power, 'chinchilla': _chinchilla, 'isoflop': _isoflop,
+            'lr_transfer': _lr_transfer}[fit.report['law']]
     fig = draw(fit, data)
     fig.suptitle(title or fit.report['formula'], fontsize=10)
     fig.tight_layout()
@@ -88,4 +89,21 @@ def _isoflop(fit, data):
     right.legend(fontsize=7)
     for ax in (left, right):
         ax.grid(True, which='both', alpha=0.3)
+    return fig
+
+
+def _lr_transfer(fit, data):
+    curves = fit.report['curves']
+    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4.5), sharey=True, squeeze=False)
+    for ax, (param, curve) in zip(axes[0], sorted(curves.items())):
+        for i, (width, points) in enumerate(curve['points'].items()):
+            lrs, losses = zip(*points)
+            ax.plot(lrs, losses, 'o-', color=f'C{i}', label=f'width {width}')
+            best = curve['best_lr'][width]
+            ax.plot([best], [dict(points)[best]], '*', ms=14, color=f'C{i}')
+        ax.set(xscale='log', xlabel='learning rate', title=f'{param}: best lr moves '
+               f'{curve["best_lr_shift_decades"]:+.2f} decades')
+        ax.grid(True, which='both', alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel('eval loss')
     return fig

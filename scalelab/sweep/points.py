@@ -19,10 +19,11 @@ from pathlib import Path
 from ml_collections import ConfigDict
 
 from scalelab import config, flops, models, shapes
+from scalelab import data as data_lib
 from scalelab.errors import ConfigError
 
 SPECIAL_AXES = ('target_params', 'tokens_per_param')
-LAWS = ('power', 'chinchilla', 'isoflop')
+LAWS = ('power', 'chinchilla', 'isoflop', 'lr_transfer')
 
 
 def default_config() -> ConfigDict:
@@ -121,12 +122,12 @@ def expand(sweep: ConfigDict, num_devices: int) -> list[Point]:
 def count(cfg: ConfigDict, which: str) -> int:
     model = ConfigDict(cfg.model.to_dict())
     models.family(model.name).resolve(model)
-    return flops.transformer_params(model)[which]
+    return flops.param_counts(model, data_lib.spec(cfg.data))[which]
 
 
 def planned_flops(point: Point) -> float:
     c = point.config
-    return c.train.steps * flops.train_flops_per_step(c.model, c.data.seq_len, c.train.global_batch)
+    return c.train.steps * flops.train_flops_per_step(c.model, data_lib.spec(c.data), c.train.global_batch)
 
 
 def run_command(sweep: ConfigDict, point: Point, workdir: Path, extra: tuple[str, ...] = ()) -> list[str]:

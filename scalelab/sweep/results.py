@@ -165,3 +165,26 @@ def _fit_chinchilla(data, n_boot, seed, level) -> Fit:
         report['compute_optimal'].append({'C': C, 'N_opt': float(n_opt), 'D_opt': float(d_opt),
                                           'loss': float(law.predict(n_opt, d_opt))})
     return Fit(report, law, laws)
+
+
+def lr_transfer(rows: list[dict], metric_col: str = 'loss') -> Fit:
+    """Loss against learning rate for each (parametrization, width): the best
+    learning rate per width, and how far it moves from the narrowest to the widest."""
+    curves: dict[str, dict[int, list[tuple[float, float]]]] = {}
+    for r in rows:
+        loss = _number(r.get(metric_col))
+        if r.get('status') == 'completed' and math.isfinite(loss):
+            curve = curves.setdefault(r['model.parametrization'], {}).setdefault(int(float(r['model.d_model'])), [])
+            curve.append((float(r['optim.learning_rate']), loss))
+    if not curves:
+        raise ValueError('lr_transfer: no completed rows with model.parametrization, model.d_model and '
+                         'optim.learning_rate columns')
+    report = {'law': 'lr_transfer', 'formula': 'best learning rate per width', 'rows': len(rows), 'curves': {}}
+    for param, widths in curves.items():
+        best = {w: min(sorted(points), key=lambda p: p[1])[0] for w, points in sorted(widths.items())}
+        narrow, wide = min(best), max(best)
+        report['curves'][param] = {
+            'best_lr': {str(w): lr for w, lr in best.items()},
+            'points': {str(w): sorted(points) for w, points in sorted(widths.items())},
+            'best_lr_shift_decades': math.log10(best[wide] / best[narrow])}
+    return Fit(report)

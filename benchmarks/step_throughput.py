@@ -1,0 +1,183 @@
+"""Step throughput and MFU of the Transformer LM at several shapes.
+
+    python benchmarks/step_throughput.py                       # CPU: float32, 8 virtual devices for the DP row
+    python benchmarks/step_throughput.py --dtype bfloat16 --shapes 768x12 --seq 1024 --batch 16   # one GPU
+    python benchmarks/step_throughput.py --quick                # seconds: a smoke test
+
+For each shape (d_model x n_layers) it measures compile time (persistent cache
+off), the median step time, tokens/s and MFU against the matmul peak measured
+on the same machine in the same run (and the vendor peak, where known).
+It also reports: compile time with scan_layers at 32 vs 4 layers, data
+parallelism on all devices vs one, and the training loop's overhead over the
+bare step. Prints a table and writes benchmarks/results/<host>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--shapes', default='128x4,256x4,512x8,1024x8', help='d_model x n_layers, comma separated')
+    p.add_argument('--seq', type=int, default=256)
+    p.add_argument('--batch', type=int, default=16)
+    p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+    p.add_argument('--head-dim', type=int, default=64)
+    p.add_argument('--steps', type=int, default=10, help='timed steps per shape (after 2 warm-up steps)')
+    p.add_argument('--cpu-devices', type=int, default=8, help='virtual CPU devices (CPU only)')
+    p.add_argument('--dp-shape', default='512x8', help='shape timed on one device and on all (data parallel)')
+    p.add_argument('--loop-shape', default='256x4', help='shape whose loop overhead is measured')
+    p.add_argument('--scan-d-model', type=int, default=256)
+    p.add_argument('--scan-layers', default='4,32', help='shallow,deep: the depths whose compile times are compared')
+    p.add_argument('--quick', action='store_true', help='tiny shapes and few steps: checks the script runs')
+    p.add_argument('--out', default=None, help='JSON path (default benchmarks/results/<host>.json)')
+    args = p.parse_args()
+    if args.quick:
+        args.shapes, args.dp_shape, args.loop_shape, args.seq, args.batch = '64x2', '64x2', '64x2', 64, 8
+        args.steps, args.scan_d_model, args.scan_layers = 2, 64, '2,4'
+    return args
+
+
+def shape_config(d_model: int, n_layers: int, args, **model):
+    from scalelab import config
+    cfg = config.base_config('transformer')
+    cfg.model.update(d_model=d_model, n_layers=n_layers, n_heads=max(1, d_model // args.head_dim), d_ff=0, **model)
+    cfg.data.seq_len = args.seq
+    cfg.train.update(global_batch=args.batch, steps=1000, compute_dtype=args.dtype)
+    return cfg
+
+
+def measure_step(cfg, devices, steps: int) -> dict:
+    """Compile time and step times of the real train step on `devices`."""
+    import jax
+    import numpy as np
+
+    from scalelab import config, data, flops, parallel, train
+    from scalelab.data import pipeline
+    cfg = config.resolve(cfg, len(devices))
+    mesh = parallel.make_mesh(cfg.mesh, devices)
+    prepared = train.setup(cfg, mesh)
+    B, L = cfg.train.global_batch, cfg.data.seq_len
+    batch_np = {'inputs': np.random.default_rng(0).integers(0, 256, (B, L), dtype=np.int32)}
+    batch_np['targets'] = np.roll(batch_np['inputs'], -1, axis=1)
+    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch_np.items()}
+    start = time.perf_counter()
+    train_fn, _ = train.compile_steps(prepared.spec, mesh, prepared.shardings, prepared.abstract_state,
+                                      abstract_batch)
+    compile_s = time.perf_counter() - start
+    state = jax.jit(prepared.init, out_shardings=prepared.shardings)()
+    batch = pipeline.to_global(mesh, batch_np, B)
+    times = []
+    for i in range(steps + 2):
+        start = time.perf_counter()
+        state, metrics = train_fn(state, batch)
+        jax.block_until_ready(metrics)
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    step_s = statistics.median(times)
+    flops_per_step = flops.train_flops_per_step(cfg.model, data.spec(cfg.data), B)
+    params = flops.transformer_params(cfg.model)
+    return dict(d_model=cfg.model.d_model, n_layers=cfg.model.n_layers, devices=len(devices),
+                params=params['total'], non_embedding=params['non_embedding'], compile_s=compile_s,
+                step_ms=1e3 * step_s, tokens_per_s=B * L / step_s, flops_per_step=flops_per_step,
+                achieved_flops=flops_per_step / step_s)
+
+
+def loop_overhead(cfg, steps: int, bare: dict) -> dict:
+    """Steps/s of the full training loop (data, metrics, checkpoint scheduling) vs the bare step."""
+    import jax
+
+    from scalelab import loop
+    cfg.train.update(steps=steps + 10, log_every=10, eval_every=0, eval_batches=1)
+    cfg.checkpoint.update(every_steps=10 ** 6)
+    with tempfile.TemporaryDirectory() as workdir:
+        summary = loop.run(cfg, workdir, devices=jax.devices()[:1])
+    loop_step_ms = 1e3 * summary['tokens_per_step'] / summary['tokens_per_s']
+    return {'bare_step_ms': bare['step_ms'], 'loop_step_ms': loop_step_ms,
+            'overhead': loop_step_ms / bare['step_ms'] - 1}
+
+
+def main():
+    args = parse_args()
+    import jax
+    jax.config.update('jax_num_cpu_devices', args.cpu_devices)
+    jax.config.update('jax_enable_compilation_cache', False)  # measure real compile times
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)
+
+    from scalelab import flops
+    devices = jax.devices()
+    device = devices[0]
+    measured_peak = flops.measure_matmul_flops(device, args.dtype, n=4096 if device.platform != 'cpu' else 2048)
+    vendor_peak = flops.device_peak_flops(device, args.dtype) if device.platform != 'cpu' else None
+
+    def mfu(row):
+        """Against the measured peak; CPU devices of one process share its cores, so count them once."""
+        return row['achieved_flops'] / (measured_peak * (row['devices'] if device.platform != 'cpu' else 1))
+
+    rows = []
+    for shape in args.shapes.split(','):
+        d, n = map(int, shape.split('x'))
+        row = measure_step(shape_config(d, n, args), devices[:1], args.steps)
+        row['mfu'] = mfu(row)
+        if vendor_peak:
+            row['mfu_vendor_peak'] = row['achieved_flops'] / vendor_peak
+        rows.append(row)
+        print(f'{shape}: {row["step_ms"]:.1f} ms/step, {row["tokens_per_s"]:,.0f} tok/s, MFU {100 * row["mfu"]:.1f}%, '
+              f'compile {row["compile_s"]:.1f}s', flush=True)
+
+    d, n = map(int, args.dp_shape.split('x'))
+    dp = {'one_device': measure_step(shape_config(d, n, args), devices[:1], args.steps),
+          'all_devices': measure_step(shape_config(d, n, args), devices, args.steps)}
+    dp['speedup'] = dp['one_device']['step_ms'] / dp['all_devices']['step_ms']
+    print(f'data parallel {args.dp_shape}: 1 device {dp["one_device"]["step_ms"]:.1f} ms, '
+          f'{len(devices)} devices {dp["all_devices"]["step_ms"]:.1f} ms (x{dp["speedup"]:.2f})', flush=True)
+
+    shallow, deep = map(int, args.scan_layers.split(','))
+    scan = {'shallow_layers': shallow, 'deep_layers': deep}
+    for layers in (shallow, deep):
+        for scanned in (True, False):
+            cfg = shape_config(args.scan_d_model, layers, args, scan_layers=scanned)
+            scan[f'{"scan" if scanned else "loop"}_{layers}'] = measure_step(cfg, devices[:1], 1)['compile_s']
+    scan['scan_ratio'] = scan[f'scan_{deep}'] / scan[f'scan_{shallow}']
+    scan['loop_ratio'] = scan[f'loop_{deep}'] / scan[f'loop_{shallow}']
+    print(f'compile time {deep} vs {shallow} layers: scan x{scan["scan_ratio"]:.2f} '
+          f'({scan[f"scan_{shallow}"]:.1f}s -> {scan[f"scan_{deep}"]:.1f}s), loop x{scan["loop_ratio"]:.2f} '
+          f'({scan[f"loop_{shallow}"]:.1f}s -> {scan[f"loop_{deep}"]:.1f}s)', flush=True)
+
+    d, n = map(int, args.loop_shape.split('x'))
+    bare = next((r for r in rows if (r['d_model'], r['n_layers']) == (d, n)), None) or \
+        measure_step(shape_config(d, n, args), devices[:1], args.steps)
+    overhead = loop_overhead(shape_config(d, n, args), max(args.steps, 20), bare)
+    print(f'loop overhead at {args.loop_shape}: {100 * overhead["overhead"]:+.1f}% '
+          f'({overhead["bare_step_ms"]:.1f} -> {overhead["loop_step_ms"]:.1f} ms/step)', flush=True)
+
+    result = dict(host=platform.node(), platform=device.platform, device_kind=device.device_kind,
+                  num_devices=len(devices), jax=jax.__version__, dtype=args.dtype, seq=args.seq, batch=args.batch,
+                  measured_peak_flops=measured_peak, vendor_peak_flops=vendor_peak, shapes=rows,
+                  data_parallel=dp, compile_time=scan, loop_overhead=overhead)
+    print()
+    print(f'{device.device_kind} ({device.platform}), {args.dtype}, seq {args.seq}, batch {args.batch}; '
+          f'measured matmul peak {measured_peak / 1e9:,.1f} GFLOP/s')
+    print(f'{"shape":>9} {"params":>12} {"compile s":>9} {"ms/step":>9} {"tok/s":>10} {"GFLOP/s":>9} {"MFU":>6}')
+    for r in rows:
+        print(f'{r["d_model"]:>5}x{r["n_layers"]:<3} {r["params"]:>12,} {r["compile_s"]:>9.1f} {r["step_ms"]:>9.1f} '
+              f'{r["tokens_per_s"]:>10,.0f} {r["achieved_flops"] / 1e9:>9.1f} {100 * r["mfu"]:>5.1f}%')
+    out = Path(args.out or REPO / 'benchmarks' / 'results' / f'{platform.node()}.json')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + '\n')
+    print(f'wrote {out}')
+
+
+if __name__ == '__main__':
+    main()

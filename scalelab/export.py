@@ -1,0 +1,126 @@
+"""Parameters to and from safetensors files: how a model leaves and enters scalelab, without pickle.
+
+    python -m scalelab.export --workdir runs/lm --out lm.safetensors
+
+Name mapping: a parameter's path in the model, its parts joined by '.'. For
+the Transformer (shapes with d = d_model, N = n_heads, H = head_dim, F = d_ff,
+V = vocab_size, L = n_layers):
+
+    embed.embedding              (V, d)      token embedding; also the output layer when tied
+    pos_embed                    (max_len, d) learned positions only
+    blocks.{i}.attn_norm.scale   (d,)        (.bias with layernorm and use_bias)
+    blocks.{i}.attn.{q,k,v}.kernel (d, N, H) (.bias (N, H) with use_bias)
+    blocks.{i}.attn.o.kernel     (N, H, d)
+    blocks.{i}.mlp_norm.scale    (d,)
+    blocks.{i}.mlp.{up,gate}.kernel (d, F)   gate only with swiglu
+    blocks.{i}.mlp.down.kernel   (F, d)
+    final_norm.scale             (d,)
+    head.kernel                  (d, V)      untied output layer only
+
+With model.scan_layers the blocks are stacked: blocks.attn.q.kernel is
+(L, d, N, H). A kernel maps its leading axes to its trailing ones (y = x W).
+The file's metadata holds the model config as JSON under 'scalelab.model'.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+METADATA_KEY = 'scalelab.model'
+
+
+def name(path) -> str:
+    """'blocks.0.attn.q.kernel' for a jax key path."""
+    return '.'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
+
+
+def flatten(params) -> dict[str, np.ndarray]:
+    return {name(path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+def names(params):
+    """The same tree with each leaf replaced by its name."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: name(path), params)
+
+
+def arrange(flat: dict[str, np.ndarray], target) -> object:
+    """`flat` laid out as the tree `target` (arrays or ShapeDtypeStructs), with
+    an error listing missing, unexpected and misshapen names."""
+    wanted = {name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]}
+    missing = sorted(set(wanted) - set(flat))
+    extra = sorted(set(flat) - set(wanted))
+    misshapen = [f'{k} {flat[k].shape} (model: {wanted[k].shape})' for k in sorted(set(wanted) & set(flat))
+                 if tuple(flat[k].shape) != tuple(wanted[k].shape)]
+    if missing or extra or misshapen:
+        problems = ([f'missing {", ".join(missing[:8])}'] if missing else []) + \
+                   ([f'unexpected {", ".join(extra[:8])}'] if extra else []) + \
+                   ([f'shape {", ".join(misshapen[:8])}'] if misshapen else [])
+        raise ValueError('parameters do not fit the model: ' + '; '.join(problems))
+    return jax.tree_util.tree_map_with_path(lambda path, leaf: flat[name(path)].astype(leaf.dtype), target)
+
+
+def save(path: str | Path, params, model_cfg: dict | None = None) -> None:
+    from safetensors.numpy import save_file
+    metadata = {METADATA_KEY: json.dumps(model_cfg)} if model_cfg is not None else None
+    save_file({k: np.ascontiguousarray(v) for k, v in flatten(jax.device_get(params)).items()}, str(path),
+              metadata=metadata)
+
+
+def load(path: str | Path) -> tuple[dict[str, np.ndarray], dict | None]:
+    """(name -> array, the model config stored with them or None)."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework='numpy') as f:
+        metadata = f.metadata() or {}
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+    return arrays, json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else None
+
+
+def load_params_flat(source: str | Path) -> dict[str, np.ndarray]:
+    """name -> array from a .safetensors file, a run's workdir (its latest
+    checkpoint) or one checkpoint directory (workdir/checkpoints/<step>).
+
+    A checkpoint is read onto this process's devices whatever topology wrote
+    it (the arrays' shapes come from its metadata).
+    """
+    import orbax.checkpoint as ocp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    source = Path(source)
+    if source.suffix == '.safetensors':
+        return load(source)[0]
+    if (source / 'checkpoints').is_dir():
+        with ocp.CheckpointManager((source / 'checkpoints').absolute()) as mgr:
+            step = mgr.latest_step()
+        if step is None:
+            raise FileNotFoundError(f'{source}/checkpoints: no complete checkpoint')
+        source = source / 'checkpoints' / str(step)
+    if not (source / 'state').is_dir():
+        raise FileNotFoundError(f'{source}: not a .safetensors file, a run workdir or a checkpoint directory')
+    checkpointer = ocp.StandardCheckpointer()
+    state_dir = (source / 'state').absolute()
+    replicated = NamedSharding(Mesh(np.array(jax.devices()), ('all',)), PartitionSpec())
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated),
+                          checkpointer.metadata(state_dir).item_metadata.tree)
+    return flatten(checkpointer.restore(state_dir, target)['params'])
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog='python -m scalelab.export', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--workdir', required=True, help='a run directory (its latest checkpoint is exported)')
+    p.add_argument('--out', required=True, help='the .safetensors file to write')
+    args = p.parse_args(argv)
+    flat = load_params_flat(args.workdir)
+    model_cfg = json.loads((Path(args.workdir) / 'config.json').read_text())['model']
+    from safetensors.numpy import save_file
+    save_file(flat, args.out, metadata={METADATA_KEY: json.dumps(model_cfg)})
+    print(f'wrote {len(flat)} arrays ({sum(v.size for v in flat.values()):,} parameters) to {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Multi-layer perceptron on flattened inputs (images or vectors)."""
+from __future__ import annotations
+
+import math
+
+import ml_collections
+from flax import nnx
+
+from scalelab.models import layers
+from scalelab.parallel import constrain
+
+TASKS = ('classification', 'regression')
+DEFAULT_DATA = 'images'
+CHOICES = {'activation': tuple(layers.ACTIVATIONS)}
+POSITIVE = ('width',)
+EMBEDDING_PARAMS = ()
+
+
+def default_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        name='mlp',
+        width=256,          # hidden units per layer
+        depth=2,            # hidden layers (0: a linear model)
+        activation='relu',
+        use_bias=True,
+    ))
+
+
+def resolve(cfg) -> None:
+    pass
+
+
+def validate(cfg, spec) -> list[str]:
+    return [f'model.depth={cfg.depth}: must be non-negative'] if cfg.depth < 0 else []
+
+
+def hidden_axes(depth: int) -> list[str]:
+    """Logical name of each layer's input features: alternating 'embed' (split
+    over fsdp) and 'mlp' (split over tensor), as Megatron pairs its MLP matmuls."""
+    return ['embed' if i % 2 == 0 else 'mlp' for i in range(depth + 1)]
+
+
+class Model(nnx.Module):
+    def __init__(self, cfg, spec, *, rngs: nnx.Rngs):
+        self.activation = cfg.activation
+        dims = [math.prod(spec.input_shape)] + [cfg.width] * cfg.depth + [spec.num_outputs]
+        axes = hidden_axes(cfg.depth) + [None]
+        self.axes = tuple(axes)
+        self.dense = nnx.List([
+            layers.Dense((a,), (b,), (axes[i], axes[i + 1]), std=1 / math.sqrt(a), use_bias=cfg.use_bias, rngs=rngs)
+            for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))])
+
+    def __call__(self, x, *, train: bool = False, rngs=None):
+        h = x.reshape(x.shape[0], -1)
+        for i, dense in enumerate(self.dense):
+            h = dense(h)
+            if i < len(self.dense) - 1:
+                h = layers.ACTIVATIONS[self.activation](h)
+                h = constrain(h, 'act_batch', f'act_{self.axes[i + 1]}')
+        return h

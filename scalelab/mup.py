@@ -1,0 +1,52 @@
+"""muP's coordinate check: how activation scales change with width after a few steps.
+
+Under muP (Yang et al., Tensor Programs V) every layer's typical activation
+stays put as the model widens, which is what lets the best learning rate
+found on a narrow model transfer to a wide one; under the standard
+parametrization the readout's grows with width at a fixed learning rate.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from scalelab import config, data, parallel, train
+from scalelab.data import pipeline
+
+
+def activation_scales(cfg, steps: int) -> dict[str, float]:
+    """Mean |activation| per recorded layer after `steps` training steps, on one device."""
+    cfg = config.resolve(cfg, 1)
+    mesh = parallel.make_mesh(cfg.mesh, jax.devices()[:1])
+    prepared = train.setup(cfg, mesh)
+    source = data.load(cfg.data, cfg.train.global_batch, cfg.seed)
+    rows = slice(0, cfg.train.global_batch)
+    batch = lambda step: pipeline.to_global(mesh, source.train_batch(step, rows), cfg.train.global_batch)
+    abstract_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch(0))
+    train_fn, _ = train.compile_steps(prepared.spec, mesh, prepared.shardings, prepared.abstract_state,
+                                      abstract_batch)
+    state = jax.jit(prepared.init, out_shardings=prepared.shardings)()
+    for step in range(steps):
+        state, _ = train_fn(state, batch(step))
+    model = nnx.merge(prepared.spec.graphdef, state['params'], state['model_state'])
+    scales = jax.jit(lambda tokens: {k: jnp.mean(jnp.abs(v)) for k, v in model.activations(tokens).items()})
+    return {k: float(v) for k, v in scales(batch(steps)['inputs']).items()}
+
+
+def coordinate_check(base_cfg, widths: list[int], steps: int) -> dict[int, dict[str, float]]:
+    """activation_scales for each width (model.d_model), everything else as in base_cfg."""
+    out = {}
+    for width in widths:
+        cfg = base_cfg.copy_and_resolve_references()
+        cfg.model.d_model = width
+        out[width] = activation_scales(cfg, steps)
+    return out
+
+
+def spread(scales: dict[int, dict[str, float]]) -> dict[str, float]:
+    """max / min of each layer's scale across widths: 1 is perfectly flat."""
+    layers = next(iter(scales.values())).keys()
+    return {layer: float(np.max([s[layer] for s in scales.values()]) / np.min([s[layer] for s in scales.values()]))
+            for layer in layers}

@@ -1,0 +1,50 @@
+"""Config fragments that experiment files share."""
+from __future__ import annotations
+
+from ml_collections import ConfigDict
+
+from scalelab import config
+from scalelab.data import images
+
+
+def image_classification(model: str, dataset: str):
+    """Data, batch, optimizer, and evaluation over the whole test split, for an
+    image experiment on `dataset` (fashion_mnist or digits)."""
+    if dataset not in images.DATASETS:
+        raise ValueError(f':{dataset}: unknown dataset; valid: {", ".join(images.DATASETS)}')
+    cfg = config.base_config(model, 'images')
+    cfg.data.dataset = dataset
+    cfg.train.update(global_batch=128, log_every=50, eval_every=500,
+                     eval_batches=79 if dataset == 'fashion_mnist' else 3)  # the whole test split
+    cfg.optim.update(name='adamw', learning_rate=1e-3, warmup_steps=100, weight_decay=1e-4, schedule='cosine')
+    cfg.checkpoint.every_steps = 500
+    return cfg
+
+
+BYTE_LM_SIZES = {
+    # name: (d_model, n_layers, n_heads, seq_len, global_batch, steps)
+    'tiny': (64, 2, 2, 64, 16, 200),
+    'small': (128, 4, 4, 128, 32, 400),
+}
+
+
+def byte_lm(size: str) -> ConfigDict:
+    """A byte-level Transformer LM on the stdlib source; `gpt2` is GPT-2 small's
+    architecture exactly (124M parameters with GPT-2's 50257-token vocabulary)."""
+    cfg = config.base_config('transformer')
+    if size == 'gpt2':
+        cfg.model.update(d_model=768, n_layers=12, n_heads=12, norm='layernorm', mlp='gelu',
+                         position='learned', max_len=1024, tie_embeddings=True, use_bias=True, dropout=0.0)
+        cfg.data.seq_len, cfg.train.global_batch, cfg.train.steps = 1024, 32, 2000
+        cfg.train.compute_dtype = 'bfloat16'
+        cfg.optim.update(learning_rate=6e-4, warmup_steps=200)
+        return cfg
+    if size not in BYTE_LM_SIZES:
+        raise ValueError(f':{size}: unknown size; valid: {", ".join([*BYTE_LM_SIZES, "gpt2"])}')
+    d_model, n_layers, n_heads, seq_len, batch, steps = BYTE_LM_SIZES[size]
+    cfg.model.update(d_model=d_model, n_layers=n_layers, n_heads=n_heads)
+    cfg.data.seq_len = seq_len
+    cfg.train.update(global_batch=batch, steps=steps, log_every=20, eval_every=200, eval_batches=8)
+    cfg.optim.update(learning_rate=3e-3, warmup_steps=steps // 20, schedule='cosine', weight_decay=0.1)
+    cfg.checkpoint.every_steps = 200
+    return cfg

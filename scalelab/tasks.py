@@ -1,0 +1,73 @@
+"""What is learned: the loss a step minimises and the metrics an evaluation reports.
+
+Language modelling (next-symbol cross-entropy; bits per byte for byte-level
+text), classification (cross-entropy, accuracy, top-5 accuracy) and
+regression (mean squared error). Evaluation sums per batch, so any number of
+batches (and padded rows, weight 0) averages correctly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+TASKS = ('lm', 'classification', 'regression')
+TOP_K = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """What a model must accept and produce, known from the config alone."""
+    task: str
+    input_shape: tuple[int, ...]  # one example
+    num_outputs: int              # vocabulary, classes, or regression targets
+
+
+def _weights(batch: dict, shape) -> jax.Array:
+    return batch['weights'] if 'weights' in batch else jnp.ones(shape, jnp.float32)
+
+
+def per_example_loss(task: str, outputs: jax.Array, batch: dict) -> jax.Array:
+    outputs = outputs.astype(jnp.float32)
+    if task in ('lm', 'classification'):
+        return optax.softmax_cross_entropy_with_integer_labels(outputs, batch['targets'])
+    if task == 'regression':
+        return jnp.mean((outputs - batch['targets']) ** 2, axis=-1)
+    raise ValueError(f'unknown task {task!r}; valid: {TASKS}')
+
+
+def loss(task: str, outputs: jax.Array, batch: dict) -> jax.Array:
+    """The training loss: mean over examples (and positions)."""
+    return per_example_loss(task, outputs, batch).mean()
+
+
+def eval_sums(task: str, outputs: jax.Array, batch: dict) -> dict[str, jax.Array]:
+    losses = per_example_loss(task, outputs, batch)
+    weights = _weights(batch, losses.shape)
+    sums = {'loss_sum': jnp.sum(losses * weights), 'count': jnp.sum(weights)}
+    if task == 'classification':
+        logits = outputs.astype(jnp.float32)
+        labels = batch['targets']
+        sums['correct'] = jnp.sum((jnp.argmax(logits, -1) == labels) * weights)
+        k = min(TOP_K, logits.shape[-1])
+        top_k = jax.lax.top_k(logits, k)[1]
+        sums['top_k_correct'] = jnp.sum(jnp.any(top_k == labels[..., None], axis=-1) * weights)
+    return sums
+
+
+def summarize(task: str, sums: dict[str, float], bytes_per_token: float | None = None) -> dict[str, float]:
+    """Eval metrics from summed counts: eval_loss, and per task bits per byte,
+    accuracy and top-5 accuracy, or mean squared error."""
+    count = sums['count']
+    out = {'eval_loss': sums['loss_sum'] / count}
+    if task == 'lm' and bytes_per_token:
+        out['eval_bits_per_byte'] = out['eval_loss'] / math.log(2) / bytes_per_token
+    if task == 'classification':
+        out['eval_accuracy'] = sums['correct'] / count
+        out[f'eval_top{TOP_K}_accuracy'] = sums['top_k_correct'] / count
+    if task == 'regression':
+        out['eval_mse'] = out['eval_loss']
+    return out

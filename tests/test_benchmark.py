@@ -1,0 +1,23 @@
+"""The throughput benchmark runs and writes its JSON (figures are not asserted: they are timings)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+
+
+@pytest.mark.slow
+def test_step_throughput_quick_run_writes_results(tmp_path):
+    out = tmp_path / 'bench.json'
+    done = subprocess.run([sys.executable, 'benchmarks/step_throughput.py', '--quick', '--out', str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, 'SCALELAB_PEAK_FLOPS': '1e11'})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {'shapes', 'data_parallel', 'compile_time', 'loop_overhead', 'measured_peak_flops'} <= result.keys()
+    row = result['shapes'][0]
+    assert row['tokens_per_s'] > 0 and 0 < row['mfu'] and row['compile_s'] > 0
+    assert result['compile_time']['scan_ratio'] > 0 and 'MFU' in done.stdout
