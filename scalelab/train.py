@@ -114,14 +114,12 @@ def train_step(spec: StepSpec, state: TrainState, batch: dict) -> tuple[TrainSta
     params = state['params']
 
     if spec.microbatches == 1:
-        (loss, model_state), grads = grad_fn(spec, params, state['model_state'], batch,
-                                                  step_key)
+        (loss, model_state), grads = grad_fn(spec, params, state['model_state'], batch, step_key)
     else:
         def accumulate(carry, indexed):
             loss_sum, grad_sum, model_state = carry
             i, micro = indexed
-            (loss, model_state), grads = grad_fn(spec, params, model_state, micro,
-                                                      jax.random.fold_in(step_key, i))
+            (loss, model_state), grads = grad_fn(spec, params, model_state, micro, jax.random.fold_in(step_key, i))
             return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads), model_state), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
