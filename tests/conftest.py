@@ -1,7 +1,12 @@
 """Tests run on CPU with 8 virtual devices and the persistent compilation cache."""
 import os
 
-import jax
+# Compilation dominates the suite on CPU, and tests need right answers, not fast
+# kernels: skip LLVM's expensive optimisations (inherited by subprocesses too).
+os.environ['XLA_FLAGS'] = ' '.join([os.environ.get('XLA_FLAGS', ''), '--xla_backend_optimization_level=0',
+                                    '--xla_llvm_disable_expensive_passes=true']).strip()
+
+import jax  # noqa: E402
 
 jax.config.update('jax_platforms', 'cpu')
 jax.config.update('jax_num_cpu_devices', 8)

