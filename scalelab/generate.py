@@ -67,15 +67,20 @@ def generate_cached(graphdef, params, tokens_BxP, pad_B, key, *, max_new: int, t
     return jnp.concatenate([first[:, None], rest.T], axis=1)
 
 
+@functools.partial(jax.jit, static_argnames='graphdef')
+def last_logits(graphdef, params, tokens_BxL) -> jax.Array:
+    """(B, V) logits of the last position after a full forward pass."""
+    return nnx.merge(graphdef, params)(tokens_BxL)[:, -1]
+
+
 def generate_uncached(graphdef, params, tokens_BxP, key, *, max_new: int, temperature: float,
                       top_k: int) -> jax.Array:
     """The reference: a full forward pass over the whole sequence for every new
     token (prompts of equal length, no padding)."""
-    forward = jax.jit(lambda params, tokens: nnx.merge(graphdef, params)(tokens)[:, -1])
     tokens = jnp.asarray(tokens_BxP)
     out = []
     for t in range(max_new):
-        token = sample(forward(params, tokens), jax.random.fold_in(key, t), temperature, top_k)
+        token = sample(last_logits(graphdef, params, tokens), jax.random.fold_in(key, t), temperature, top_k)
         out.append(token)
         tokens = jnp.concatenate([tokens, token[:, None]], axis=1)
     return jnp.stack(out, axis=1)
