@@ -125,7 +125,9 @@ def sweep_main() -> int:
     if usable >= 3:
         fit_and_report(rows, sweep.fit.law, workdir,
                        sweep.fit.bootstrap if _BOOTSTRAP.value is None else _BOOTSTRAP.value,
-                       title=f'{Path(sweep.base).stem}: {sweep.fit.metric} vs {sweep.shape.count} parameters')
+                       title=f'{Path(sweep.base).stem}: {sweep.fit.metric} vs ' + (
+                           'learning rate per width' if sweep.fit.law == 'lr_transfer'
+                           else f'{sweep.shape.count} parameters'))
     else:
         print(f'{usable} completed points: not enough to fit (need 3)')
     return 1 if bad else 0
