@@ -9,7 +9,6 @@ benchmarks/results/<host>-generation.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -32,7 +31,7 @@ def main():
     import jax.numpy as jnp
     import numpy as np
 
-    from scalelab import generate, runtime
+    from scalelab import generate, metrics, runtime
     runtime.configure()
     _, graphdef, params = generate.load(args.workdir)
     corpus = (REPO / 'scalelab' / 'loop.py').read_bytes()  # any real text will do for prompts
@@ -67,7 +66,7 @@ def main():
           f'tok/s: x{result["speedup"]:.1f}; identical greedy tokens: {result["same_tokens"]}')
     out = Path(args.out or REPO / 'benchmarks' / 'results' / f'{platform.node()}-generation.json')
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + '\n')
+    metrics.write_json(out, result)
     print(f'wrote {out}')
 
 

@@ -14,7 +14,6 @@ bare step. Prints a table and writes benchmarks/results/<host>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -115,7 +114,7 @@ def main():
     from absl import logging
     logging.set_verbosity(logging.WARNING)
 
-    from scalelab import flops
+    from scalelab import flops, metrics
     devices = jax.devices()
     device = devices[0]
     measured_peak = flops.measure_matmul_flops(device, args.dtype, n=4096 if device.platform != 'cpu' else 2048)
@@ -175,7 +174,7 @@ def main():
               f'{r["tokens_per_s"]:>10,.0f} {r["achieved_flops"] / 1e9:>9.1f} {100 * r["mfu"]:>5.1f}%')
     out = Path(args.out or REPO / 'benchmarks' / 'results' / f'{platform.node()}.json')
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + '\n')
+    metrics.write_json(out, result)
     print(f'wrote {out}')
 
 

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 
-from scalelab import config
+import jax
+import numpy as np
+
+from scalelab import config, parallel, train
 from scalelab.data import text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +31,17 @@ def tiny_lm(**overrides):
         section, name = key.split('.')
         cfg[section][name] = value
     return cfg
+
+
+def lowered_train_step(cfg):
+    """(resolved cfg, the train step lowered on one device for a batch of cfg's shape): for
+    inspecting what XLA compiles without running it."""
+    cfg.mesh.data = 1
+    cfg = config.resolve(cfg, 1)
+    prepared = train.setup(cfg, parallel.make_mesh(cfg.mesh, jax.devices()[:1]))
+    shape = (cfg.train.global_batch, cfg.data.seq_len)
+    batch = {k: jax.ShapeDtypeStruct(shape, np.int32) for k in ('inputs', 'targets')}
+    return cfg, jax.jit(train.train_step, static_argnums=0).lower(prepared.spec, prepared.abstract_state, batch)
 
 
 def losses(workdir: Path) -> list[float]:

@@ -1,13 +1,11 @@
 """Parameter counts and FLOPs against independent references."""
 import itertools
 
-import jax
-import numpy as np
 import pytest
 from flax import nnx
 
-from scalelab import config, data, flops, models, parallel, tasks, train
-from tests.helpers import tiny_lm
+from scalelab import config, data, flops, models, tasks
+from tests.helpers import lowered_train_step, tiny_lm
 
 
 def resolved_model(**model):
@@ -54,13 +52,8 @@ def test_train_flops_match_xla_cost_analysis(mlp):
     agree with the compiled step's own count within 10%."""
     cfg = tiny_lm(**{'model.d_model': 256, 'model.n_layers': 2, 'model.n_heads': 4, 'model.d_ff': 0,
                      'model.mlp': mlp, 'data.seq_len': 128, 'train.global_batch': 8})
-    cfg.mesh.data = 1
-    cfg = config.resolve(cfg, 1)
-    prepared = train.setup(cfg, parallel.make_mesh(cfg.mesh, jax.devices()[:1]))
-    batch = {k: jax.ShapeDtypeStruct((8, 128), np.int32) for k in ('inputs', 'targets')}
-    compiled = jax.jit(train.train_step, static_argnums=0).lower(
-        prepared.spec, prepared.abstract_state, batch).compile()
-    xla = compiled.cost_analysis()['flops']
+    cfg, lowered = lowered_train_step(cfg)
+    xla = lowered.compile().cost_analysis()['flops']
     analytic = 3 * 8 * flops.forward_flops_per_example(cfg.model, data.spec(cfg.data), causal=False)
     assert analytic == pytest.approx(xla, rel=0.10)
     # the causal count is smaller by exactly half the attention-context term

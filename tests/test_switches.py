@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from scalelab import config, export, loop, parallel, train
-from tests.helpers import losses, tiny_lm
+from tests.helpers import losses, lowered_train_step, tiny_lm
 
 
 def run(tmp_path, name, devices=1, **overrides):
@@ -96,13 +96,7 @@ def test_scan_keeps_the_program_size_flat_in_depth():
     """The compiled program of a scanned model does not grow with depth (the
     source of flat compile time); the looped one grows linearly."""
     def program_size(n_layers, scan):
-        cfg = tiny_lm(**{'model.n_layers': n_layers, 'model.scan_layers': scan})
-        cfg.mesh.data = 1
-        cfg = config.resolve(cfg, 1)
-        prepared = train.setup(cfg, parallel.make_mesh(cfg.mesh, jax.devices()[:1]))
-        batch = {k: jax.ShapeDtypeStruct((16, 32), np.int32) for k in ('inputs', 'targets')}
-        text = jax.jit(train.train_step, static_argnums=0).lower(
-            prepared.spec, prepared.abstract_state, batch).as_text()
-        return len(text.splitlines())
+        _, lowered = lowered_train_step(tiny_lm(**{'model.n_layers': n_layers, 'model.scan_layers': scan}))
+        return len(lowered.as_text().splitlines())
     assert program_size(16, scan=True) < 1.1 * program_size(2, scan=True)
     assert program_size(16, scan=False) > 4 * program_size(2, scan=False)
