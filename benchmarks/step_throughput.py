@@ -14,6 +14,7 @@ bare step. Prints a table and writes benchmarks/results/<host>.json.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import sys
@@ -92,18 +93,28 @@ def measure_step(cfg, devices, steps: int) -> dict:
                 achieved_flops=flops_per_step / step_s)
 
 
-def loop_overhead(cfg, steps: int, bare: dict) -> dict:
-    """Steps/s of the full training loop (data, metrics, checkpoint scheduling) vs the bare step."""
-    import jax
-
+def loop_overhead(cfg, steps: int, devices) -> dict:
+    """Step time inside the full training loop (data, metrics, checkpoint scheduling)
+    vs the bare step, measured alike: bare medians just before and after the loop
+    (the machine's speed drifts), and the loop's median logging interval after the
+    first (which, like the bare step's two warm-up steps, holds the first steps)."""
     from scalelab import loop
-    cfg.train.update(steps=steps + 10, log_every=10, eval_every=0, eval_batches=1)
+    log_every = 5
+    intervals = max(3, -(-steps // log_every))
+    before = measure_step(cfg.copy_and_resolve_references(), devices, steps)
+    cfg.train.update(steps=log_every * (intervals + 1), log_every=log_every, eval_every=0, eval_batches=1)
     cfg.checkpoint.update(every_steps=10 ** 6)
     with tempfile.TemporaryDirectory() as workdir:
-        summary = loop.run(cfg, workdir, devices=jax.devices()[:1])
-    loop_step_ms = 1e3 * summary['tokens_per_step'] / summary['tokens_per_s']
-    return {'bare_step_ms': bare['step_ms'], 'loop_step_ms': loop_step_ms,
-            'overhead': loop_step_ms / bare['step_ms'] - 1}
+        summary = loop.run(cfg, workdir, devices=devices)
+        rows = [json.loads(line) for line in (Path(workdir) / 'metrics.jsonl').read_text().splitlines()]
+    interval_ms = [1e3 * summary['tokens_per_step'] / r['throughput'] for r in rows if 'throughput' in r][1:]
+    after = measure_step(cfg.copy_and_resolve_references(), devices, steps)
+    bare_step_ms = (before['step_ms'] + after['step_ms']) / 2
+    loop_step_ms = statistics.median(interval_ms)
+    return {'bare_step_ms': bare_step_ms, 'bare_before_ms': before['step_ms'], 'bare_after_ms': after['step_ms'],
+            'loop_step_ms': loop_step_ms, 'loop_interval_ms': interval_ms,
+            'loop_mean_incl_first_interval_ms': 1e3 * summary['tokens_per_step'] / summary['tokens_per_s'],
+            'overhead': loop_step_ms / bare_step_ms - 1}
 
 
 def main():
@@ -117,23 +128,26 @@ def main():
     from scalelab import flops, metrics
     devices = jax.devices()
     device = devices[0]
-    measured_peak = flops.measure_matmul_flops(device, args.dtype, n=4096 if device.platform != 'cpu' else 2048)
+    def measure_peak():
+        return flops.measure_matmul_flops(device, args.dtype, n=4096 if device.platform != 'cpu' else 2048)
+
+    # The peak is measured at the start and again at the end, and the higher one is
+    # used: a machine shared with other work (a VM) is not equally fast all run long.
+    peaks = [measure_peak()]
     vendor_peak = flops.device_peak_flops(device, args.dtype) if device.platform != 'cpu' else None
 
-    def mfu(row):
+    def mfu(row, peak):
         """Against the measured peak; CPU devices of one process share its cores, so count them once."""
-        return row['achieved_flops'] / (measured_peak * (row['devices'] if device.platform != 'cpu' else 1))
+        return row['achieved_flops'] / (peak * (row['devices'] if device.platform != 'cpu' else 1))
 
     rows = []
     for shape in args.shapes.split(','):
         d, n = map(int, shape.split('x'))
         row = measure_step(shape_config(d, n, args), devices[:1], args.steps)
-        row['mfu'] = mfu(row)
-        if vendor_peak:
-            row['mfu_vendor_peak'] = row['achieved_flops'] / vendor_peak
         rows.append(row)
-        print(f'{shape}: {row["step_ms"]:.1f} ms/step, {row["tokens_per_s"]:,.0f} tok/s, MFU {100 * row["mfu"]:.1f}%, '
-              f'compile {row["compile_s"]:.1f}s', flush=True)
+        print(f'{shape}: {row["step_ms"]:.1f} ms/step, {row["tokens_per_s"]:,.0f} tok/s, '
+              f'MFU {100 * mfu(row, peaks[0]):.1f}% of the first peak measurement, compile {row["compile_s"]:.1f}s',
+              flush=True)
 
     d, n = map(int, args.dp_shape.split('x'))
     dp = {'one_device': measure_step(shape_config(d, n, args), devices[:1], args.steps),
@@ -155,19 +169,25 @@ def main():
           f'({scan[f"loop_{shallow}"]:.1f}s -> {scan[f"loop_{deep}"]:.1f}s)', flush=True)
 
     d, n = map(int, args.loop_shape.split('x'))
-    bare = next((r for r in rows if (r['d_model'], r['n_layers']) == (d, n)), None) or \
-        measure_step(shape_config(d, n, args), devices[:1], args.steps)
-    overhead = loop_overhead(shape_config(d, n, args), max(args.steps, 20), bare)
+    overhead = loop_overhead(shape_config(d, n, args), max(args.steps, 10), devices[:1])
     print(f'loop overhead at {args.loop_shape}: {100 * overhead["overhead"]:+.1f}% '
           f'({overhead["bare_step_ms"]:.1f} -> {overhead["loop_step_ms"]:.1f} ms/step)', flush=True)
 
+    peaks.append(measure_peak())
+    measured_peak = max(peaks)
+    for row in [*rows, dp['one_device'], dp['all_devices']]:
+        row['mfu'] = mfu(row, measured_peak)
+        if vendor_peak:
+            row['mfu_vendor_peak'] = row['achieved_flops'] / (vendor_peak * row['devices'])
     result = dict(host=platform.node(), platform=device.platform, device_kind=device.device_kind,
                   num_devices=len(devices), jax=jax.__version__, dtype=args.dtype, seq=args.seq, batch=args.batch,
-                  measured_peak_flops=measured_peak, vendor_peak_flops=vendor_peak, shapes=rows,
+                  measured_peak_flops=measured_peak, peak_measurements=peaks, vendor_peak_flops=vendor_peak,
+                  shapes=rows,
                   data_parallel=dp, compile_time=scan, loop_overhead=overhead)
     print()
     print(f'{device.device_kind} ({device.platform}), {args.dtype}, seq {args.seq}, batch {args.batch}; '
-          f'measured matmul peak {measured_peak / 1e9:,.1f} GFLOP/s')
+          f'measured matmul peak {measured_peak / 1e9:,.1f} GFLOP/s (the higher of '
+          f'{" and ".join(f"{p / 1e9:,.1f}" for p in peaks)}, at the start and the end)')
     print(f'{"shape":>9} {"params":>12} {"compile s":>9} {"ms/step":>9} {"tok/s":>10} {"GFLOP/s":>9} {"MFU":>6}')
     for r in rows:
         print(f'{r["d_model"]:>5}x{r["n_layers"]:<3} {r["params"]:>12,} {r["compile_s"]:>9.1f} {r["step_ms"]:>9.1f} '

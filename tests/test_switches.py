@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from scalelab import config, export, loop, parallel, train
+from scalelab.models import transformer
 from tests.helpers import losses, lowered_train_step, tiny_lm
 
 
@@ -60,6 +61,12 @@ def test_scan_with_remat_and_dropout_matches_the_loop(tmp_path):
                                                                'model.remat': 'full'})
     assert_same_run((scanned_losses, unstack(scanned_params, 3)), looped, atol=1e-5)
     assert not np.allclose(looped[0], run(tmp_path, 'nodrop')[0], atol=1e-3)  # dropout did act
+
+
+def test_einsum_attention_matches_jax_dot_product_attention(tmp_path, reference):
+    """The reference run uses `auto`, which is `einsum` on CPU; `xla` is jax.nn.dot_product_attention."""
+    assert transformer.attention_impl('auto', 'float32') == 'einsum'
+    assert_same_run(run(tmp_path, 'xla', **{'model.attention': 'xla'}), reference, atol=1e-5)
 
 
 def test_gradient_accumulation_matches_the_large_batch(tmp_path, reference):
