@@ -57,40 +57,69 @@ def shape_config(d_model: int, n_layers: int, args, **model):
     return cfg
 
 
-def measure_step(cfg, devices, steps: int) -> dict:
-    """Compile time and step times of the real train step on `devices`."""
-    import jax
-    import numpy as np
+class CompiledStep:
+    """The real train step compiled for `devices`, with its state and one fixed batch."""
 
-    from scalelab import config, data, flops, parallel, train
-    from scalelab.data import pipeline
-    cfg = config.resolve(cfg, len(devices))
-    mesh = parallel.make_mesh(cfg.mesh, devices)
-    prepared = train.setup(cfg, mesh)
-    B, L = cfg.train.global_batch, cfg.data.seq_len
-    batch_np = {'inputs': np.random.default_rng(0).integers(0, 256, (B, L), dtype=np.int32)}
-    batch_np['targets'] = np.roll(batch_np['inputs'], -1, axis=1)
-    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch_np.items()}
-    start = time.perf_counter()
-    train_fn, _ = train.compile_steps(prepared.spec, mesh, prepared.shardings, prepared.abstract_state,
-                                      abstract_batch)
-    compile_s = time.perf_counter() - start
-    state = jax.jit(prepared.init, out_shardings=prepared.shardings)()
-    batch = pipeline.to_global(mesh, batch_np, B)
-    times = []
-    for i in range(steps + 2):
+    def __init__(self, cfg, devices):
+        import jax
+        import numpy as np
+
+        from scalelab import config, data, flops, parallel, train
+        from scalelab.data import pipeline
+        self.cfg = cfg = config.resolve(cfg, len(devices))
+        self.devices = devices
+        mesh = parallel.make_mesh(cfg.mesh, devices)
+        prepared = train.setup(cfg, mesh)
+        B, L = cfg.train.global_batch, cfg.data.seq_len
+        batch_np = {'inputs': np.random.default_rng(0).integers(0, 256, (B, L), dtype=np.int32)}
+        batch_np['targets'] = np.roll(batch_np['inputs'], -1, axis=1)
+        abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch_np.items()}
         start = time.perf_counter()
-        state, metrics = train_fn(state, batch)
+        self.train_fn, _ = train.compile_steps(prepared.spec, mesh, prepared.shardings, prepared.abstract_state,
+                                               abstract_batch)
+        self.compile_s = time.perf_counter() - start
+        self.state = jax.jit(prepared.init, out_shardings=prepared.shardings)()
+        self.batch = pipeline.to_global(mesh, batch_np, B)
+        self.tokens_per_step = B * L
+        self.flops_per_step = flops.train_flops_per_step(cfg.model, data.spec(cfg.data), B)
+        self.times = []
+
+    def step(self, timed: bool = True) -> None:
+        import jax
+        start = time.perf_counter()
+        self.state, metrics = self.train_fn(self.state, self.batch)
         jax.block_until_ready(metrics)
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    step_s = statistics.median(times)
-    flops_per_step = flops.train_flops_per_step(cfg.model, data.spec(cfg.data), B)
-    params = flops.transformer_params(cfg.model)
-    return dict(d_model=cfg.model.d_model, n_layers=cfg.model.n_layers, devices=len(devices),
-                params=params['total'], non_embedding=params['non_embedding'], compile_s=compile_s,
-                step_ms=1e3 * step_s, tokens_per_s=B * L / step_s, flops_per_step=flops_per_step,
-                achieved_flops=flops_per_step / step_s)
+        if timed:
+            self.times.append(time.perf_counter() - start)
+
+    def result(self) -> dict:
+        from scalelab import flops
+        step_s = statistics.median(self.times)
+        params = flops.transformer_params(self.cfg.model)
+        return dict(d_model=self.cfg.model.d_model, n_layers=self.cfg.model.n_layers, devices=len(self.devices),
+                    mesh=dict(self.cfg.mesh), params=params['total'], non_embedding=params['non_embedding'],
+                    compile_s=self.compile_s, step_ms=1e3 * step_s, tokens_per_s=self.tokens_per_step / step_s,
+                    flops_per_step=self.flops_per_step, achieved_flops=self.flops_per_step / step_s)
+
+
+def measure_step(cfg, devices, steps: int) -> dict:
+    """Compile time and median step time (after two warm-up steps) on `devices`."""
+    compiled = CompiledStep(cfg, devices)
+    for i in range(steps + 2):
+        compiled.step(timed=i >= 2)
+    return compiled.result()
+
+
+def measure_alternating(runs: list[CompiledStep], steps: int) -> list[dict]:
+    """Steps of several programs taken in turn, so a drift in the machine's speed
+    falls on all of them alike."""
+    for run in runs:
+        run.step(timed=False)
+        run.step(timed=False)
+    for _ in range(steps):
+        for run in runs:
+            run.step()
+    return [run.result() for run in runs]
 
 
 def loop_overhead(cfg, steps: int, devices) -> dict:
@@ -150,9 +179,9 @@ def main():
               flush=True)
 
     d, n = map(int, args.dp_shape.split('x'))
-    dp = {'one_device': measure_step(shape_config(d, n, args), devices[:1], args.steps),
-          'all_devices': measure_step(shape_config(d, n, args), devices, args.steps)}
-    dp['speedup'] = dp['one_device']['step_ms'] / dp['all_devices']['step_ms']
+    one, everyone = measure_alternating([CompiledStep(shape_config(d, n, args), devices[:1]),
+                                         CompiledStep(shape_config(d, n, args), devices)], args.steps)
+    dp = {'one_device': one, 'all_devices': everyone, 'speedup': one['step_ms'] / everyone['step_ms']}
     print(f'data parallel {args.dp_shape}: 1 device {dp["one_device"]["step_ms"]:.1f} ms, '
           f'{len(devices)} devices {dp["all_devices"]["step_ms"]:.1f} ms (x{dp["speedup"]:.2f})', flush=True)
 

@@ -140,6 +140,21 @@ def variable_shardings(abstract_state: nnx.State, mesh: jax.sharding.Mesh) -> di
     return nnx.to_pure_dict(shardings)
 
 
+def split_over_data(sharding: NamedSharding, shape: Sequence[int]) -> NamedSharding:
+    """`sharding` with its first free dimension that divides also split over the
+    data axis. Optimizer moments laid out so (ZeRO-1) are updated once, a slice
+    per data-parallel device, instead of whole on every device."""
+    data = sharding.mesh.shape['data']
+    spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
+    if data == 1 or 'data' in jax.tree.leaves(spec):
+        return sharding
+    for i, (axes, dim) in enumerate(zip(spec, shape)):
+        if axes is None and dim % data == 0:
+            spec[i] = 'data'
+            return NamedSharding(sharding.mesh, P(*spec))
+    return sharding
+
+
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 

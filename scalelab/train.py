@@ -44,12 +44,14 @@ def init_state(model_cfg, spec: tasks.DataSpec, seed: int, tx: optax.GradientTra
 def state_shardings(abstract_state: TrainState, abstract_params: nnx.State, abstract_rest: nnx.State,
                     tx: optax.GradientTransformation, mesh: jax.sharding.Mesh) -> TrainState:
     """Shardings for every leaf of the state: parameters by the logical rules,
-    optimizer moments like their parameters, scalars replicated."""
+    optimizer moments like their parameters and also split over the data axis
+    (parallel.split_over_data), scalars replicated."""
     params = parallel.variable_shardings(abstract_params, mesh)
     replicated = parallel.replicated(mesh)
     # Parameters an optimizer leaves out (frozen, or another group's) hold a MaskedNode: keep it.
     opt_state = optax.tree_map_params(
-        tx, lambda leaf, sharding: leaf if isinstance(leaf, optax.MaskedNode) else sharding,
+        tx, lambda leaf, sharding: (leaf if isinstance(leaf, optax.MaskedNode)
+                                    else parallel.split_over_data(sharding, leaf.shape)),
         abstract_state['opt_state'], params, transform_non_params=lambda _: replicated,
         is_leaf=lambda x: isinstance(x, (NamedSharding, optax.MaskedNode)))
     return {'step': replicated, 'params': params,

@@ -4,7 +4,7 @@ import functools
 import jax
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from scalelab import config, export, loop, parallel, train
 from tests.helpers import losses, tiny_lm
@@ -73,10 +73,25 @@ def test_parameters_are_sharded_as_the_rules_say():
     # each device holds 1/(fsdp*tensor) of a fully sharded matrix
     kernel = block['mlp']['up']['kernel']
     assert kernel.addressable_shards[0].data.size == kernel.size // 4
-    # Adam moments are sharded like their parameters (FSDP shards optimizer state too)
+    # Adam moments are sharded like their parameters (FSDP shards optimizer state too) and
+    # their first free dimension also over data (ZeRO-1); with none free, as the parameter.
     adam = state['opt_state'][1][0]
     assert adam.mu['blocks'][0]['mlp']['up']['kernel'].sharding == kernel.sharding
+    assert spec(adam.mu['blocks'][0]['attn']['q']['kernel']) == ('fsdp', 'tensor', 'data')
+    assert spec(adam.nu['blocks'][0]['attn_norm']['scale']) == ('data',)
+    assert spec(adam.mu['embed']['embedding']) == ('tensor', 'fsdp')
     assert state['step'].sharding.spec == P()
+
+
+def test_split_over_data_takes_the_first_free_divisible_dimension():
+    mesh = parallel.make_mesh({'data': 4, 'fsdp': 2, 'tensor': 1}, jax.devices())
+    split = parallel.split_over_data
+    assert split(NamedSharding(mesh, P('fsdp', None)), (8, 12)).spec == P('fsdp', 'data')
+    assert split(NamedSharding(mesh, P(None, None)), (6, 8)).spec == P(None, 'data')  # 6 does not divide by 4
+    assert split(NamedSharding(mesh, P(None)), (6,)).spec == P(None)  # nowhere to put it
+    assert split(NamedSharding(mesh, P()), (4, 4)).spec == P('data', None)  # a short spec is padded
+    one_data = parallel.make_mesh({'data': 1, 'fsdp': 8, 'tensor': 1}, jax.devices())
+    assert split(NamedSharding(one_data, P('fsdp', None)), (8, 8)).spec == P('fsdp', None)
 
 
 def test_indivisible_dimension_stays_replicated():
