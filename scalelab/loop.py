@@ -91,7 +91,7 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
     source = data_lib.load(cfg.data, cfg.train.global_batch, cfg.seed)
     if cfg.model.get('attention') == 'cudnn' and devices[0].platform != 'gpu':
         raise ConfigError([f"model.attention='cudnn': needs a GPU, these devices are {devices[0].platform}; "
-                           "use 'auto' or 'xla'"])
+                           "use 'auto', 'xla' or 'einsum'"])
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
         metrics.write_json(workdir / 'config.json', cfg.to_dict())

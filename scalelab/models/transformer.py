@@ -188,12 +188,10 @@ class Attention(nnx.Module):
             q = rope(q, positions, self.cfg.rope_base)
             k = rope(k, positions, self.cfg.rope_base)
         impl = attention_impl(self.cfg.attention, q.dtype)
-        if kv is None and impl == 'einsum':
-            out_BxLxNxH = causal_attention_einsum(q, k, v, self.scale)
-            new_kv = None
-        elif kv is None:
-            out_BxLxNxH = jax.nn.dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
-                                                       implementation=impl)
+        if kv is None:
+            out_BxLxNxH = (causal_attention_einsum(q, k, v, self.scale) if impl == 'einsum' else
+                           jax.nn.dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
+                                                        implementation=impl))
             new_kv = None
         else:
             k_cache, v_cache, index, key_positions_BxS = kv
