@@ -131,7 +131,8 @@ def loop_overhead(cfg, steps: int, devices) -> dict:
     log_every = 5
     intervals = max(3, -(-steps // log_every))
     before = measure_step(cfg.copy_and_resolve_references(), devices, steps)
-    cfg.train.update(steps=log_every * (intervals + 1), log_every=log_every, eval_every=0, eval_batches=1)
+    cfg.train.update(steps=log_every * (intervals + 1), log_every=log_every, eval_every=0)
+    cfg.data.eval_tokens = cfg.data.seq_len
     cfg.checkpoint.update(every_steps=10 ** 6)
     with tempfile.TemporaryDirectory() as workdir:
         summary = loop.run(cfg, workdir, devices=devices)

@@ -13,7 +13,7 @@ from scalelab import recipes
 def get_config(source: str = 'runs/lm'):
     cfg = recipes.byte_lm('small')  # the source's architecture
     cfg.data.update(path='/usr/share/common-licenses', pattern='*', eval_fraction=0.25)
-    cfg.train.update(init_from=source, steps=200, log_every=10, eval_every=50, eval_batches=8)
+    cfg.train.update(init_from=source, steps=200, log_every=10, eval_every=50)
     cfg.optim.update(learning_rate=1e-3, warmup_steps=10, schedule='cosine')
     cfg.checkpoint.every_steps = 100
     return cfg

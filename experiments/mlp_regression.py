@@ -10,7 +10,7 @@ def get_config(arg: str | None = None):
     cfg = config.base_config('mlp', 'teacher')
     cfg.data.update(in_dim=16, out_dim=1, width=64, depth=2, activation='tanh', noise=0.0)
     cfg.model.update(width=128, depth=2, activation='gelu')
-    cfg.train.update(global_batch=256, steps=3000, log_every=100, eval_every=1000, eval_batches=16)
+    cfg.train.update(global_batch=256, steps=3000, log_every=100, eval_every=1000)
     cfg.optim.update(name='adamw', learning_rate=3e-3, warmup_steps=100, weight_decay=0.0, schedule='cosine')
     cfg.checkpoint.every_steps = 1000
     return cfg

@@ -17,7 +17,7 @@ def get_config(arg: str | None = None):
     cfg.overrides = ConfigDict({
         'model.n_layers': 2, 'model.head_dim': 16, 'model.d_ff': 0, 'model.tie_embeddings': False,
         'model.mup_base_width': 64, 'data.seq_len': 64, 'train.global_batch': 16, 'train.steps': 200,
-        'train.log_every': 50, 'train.eval_every': 0, 'train.eval_batches': 16, 'optim.warmup_steps': 10,
+        'train.log_every': 50, 'train.eval_every': 0, 'data.eval_tokens': 16384, 'optim.warmup_steps': 10,
         'optim.weight_decay': 0.0, 'checkpoint.every_steps': 1000,
     }, allow_dotted_keys=True)
     cfg.axes = ConfigDict({

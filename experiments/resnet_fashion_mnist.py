@@ -10,6 +10,5 @@ def get_config(arg: str = 'fashion_mnist'):
     cfg = recipes.image_classification('resnet', arg)
     cfg.model.update(width=16, stages=3, blocks_per_stage=2, norm='batchnorm')
     cfg.data.augment = arg == 'fashion_mnist'
-    cfg.train.update(global_batch=64, steps=1200 if arg == 'fashion_mnist' else 600,
-                     eval_batches=157 if arg == 'fashion_mnist' else 6)
+    cfg.train.update(global_batch=64, steps=1200 if arg == 'fashion_mnist' else 600)
     return cfg

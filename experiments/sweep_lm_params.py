@@ -27,7 +27,7 @@ def get_config(arg: str = 'default'):
         'train.global_batch': 16 if tiny else 32,
         'train.log_every': 10 if tiny else 50,
         'train.eval_every': 0,               # evaluate once, at the end
-        'train.eval_batches': 4 if tiny else 32,
+        'data.eval_tokens': 2048 if tiny else 131072,  # the same held-out bytes for every point
         'optim.learning_rate': 3e-3,
         'checkpoint.every_steps': 10 if tiny else 200,
     }, allow_dotted_keys=True)

@@ -19,6 +19,11 @@ from scalelab import flops, models, optim, parallel
 from scalelab.errors import ConfigError
 
 COMPUTE_DTYPES = ('float32', 'bfloat16')
+# Keys that no longer exist, and what took their place.
+REMOVED = {
+    'train.eval_batches': 'the evaluation set is fixed per dataset now: set data.eval_tokens (text, corpus) '
+                          'or data.eval_examples (images, teacher)',
+}
 
 
 def base_config(model: str = 'transformer', data: str | None = None) -> ConfigDict:
@@ -37,8 +42,7 @@ def base_config(model: str = 'transformer', data: str | None = None) -> ConfigDi
         microbatches=1,       # gradient accumulation: global_batch is split into this many
         compute_dtype='float32',
         log_every=10,
-        eval_every=200,       # 0: evaluate only at the end
-        eval_batches=8,
+        eval_every=200,       # 0: evaluate only at the end (the evaluation set's size is a data key)
         init_from='',         # fine-tune: a run workdir, a checkpoint directory or a .safetensors file
         freeze='',            # regex of parameter names (as in export.py) kept fixed, e.g. '^embed\\.'
     ))
@@ -55,7 +59,8 @@ def base_config(model: str = 'transformer', data: str | None = None) -> ConfigDi
 def resolve(cfg: ConfigDict, num_devices: int) -> ConfigDict:
     """Validated copy with defaults filled in and derived values computed.
 
-    Derived: mesh sizes (-1 filled), model sizes given as 0, and train.steps
+    Derived: mesh sizes (-1 filled), model sizes given as 0 (model.vocab_size: the
+    tokenizer's vocabulary), and train.steps
     when the duration is given in tokens or FLOPs.
     """
     validate(cfg, num_devices)
@@ -64,6 +69,8 @@ def resolve(cfg: ConfigDict, num_devices: int) -> ConfigDict:
     out.mesh.update(parallel.mesh_shape(out.mesh, num_devices))
     models.family(out.model.name).resolve(out.model)
     spec = data_lib.spec(out.data)
+    if out.model.get('vocab_size') == 0:  # from the data's tokenizer
+        out.model.vocab_size = spec.num_outputs
     tokens_per_step = out.train.global_batch * tokens_per_example(spec)
     if out.train.flops > 0:
         per_step = flops.train_flops_per_step(out.model, spec, out.train.global_batch)
@@ -101,6 +108,9 @@ def _schema_problems(cfg: ConfigDict, reference: ConfigDict, prefix: str) -> lis
     problems = []
     for key, value in cfg.items():
         path = prefix + key
+        if path in REMOVED:
+            problems.append(f'{path}: no longer a key; {REMOVED[path]}')
+            continue
         if key not in reference:
             close = difflib.get_close_matches(key, list(reference.keys()), n=1)
             hint = f'; did you mean {prefix}{close[0]}?' if close else ''
@@ -157,7 +167,7 @@ def _value_problems(cfg: ConfigDict, num_devices: int) -> list[str]:
         _choice(problems, f'model.{key}', cfg.model[key], valid)
 
     t = cfg.train
-    for key in ('global_batch', 'microbatches', 'log_every', 'eval_batches'):
+    for key in ('global_batch', 'microbatches', 'log_every'):
         _positive(problems, f'train.{key}', t[key])
     for key in ('tokens', 'flops', 'eval_every'):
         _positive(problems, f'train.{key}', t[key], allow_zero=True)

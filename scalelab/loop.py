@@ -95,6 +95,8 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
         metrics.write_json(workdir / 'config.json', cfg.to_dict())
+        if getattr(source, 'tokenizer', None) is not None:  # generate, evaluate and export read it here
+            source.tokenizer.save(workdir / 'tokenizer')
 
     mesh = parallel.make_mesh(cfg.mesh, devices)
     rows = pipeline.process_rows(mesh, cfg.train.global_batch)
@@ -148,7 +150,7 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
         per_batch = jax.device_get([
             eval_fn(state['params'], state['model_state'], pipeline.to_global(mesh, source.eval_batch(i, rows),
                                                                                 batch_size))
-            for i in range(source.eval_batches(cfg.train.eval_batches))])
+            for i in range(source.eval_batches())])
         sums = {key: sum(float(b[key]) for b in per_batch) for key in per_batch[0]}
         result = tasks.summarize(spec.task, sums, source.bytes_per_token)
         log.write({'step': step, **result})
@@ -222,6 +224,8 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
         compile_time_s=compile_s, wall_time_s=final['wall_time_s'],
         topology=topology, model=cfg.model.name, data=source.describe(),
     )
+    if 'train_tokens' in summary['data']:  # passes over the training split
+        summary['epochs'] = final['tokens'] / summary['data']['train_tokens']
     if is_main:
         metrics.write_json(workdir / 'summary.json', summary)
     progress.note(f'{status} at step {step}: train loss {summary["train_loss"]}, '

@@ -14,8 +14,7 @@ def image_classification(model: str, dataset: str):
         raise ValueError(f':{dataset}: unknown dataset; valid: {", ".join(images.DATASETS)}')
     cfg = config.base_config(model, 'images')
     cfg.data.dataset = dataset
-    cfg.train.update(global_batch=128, log_every=50, eval_every=500,
-                     eval_batches=79 if dataset == 'fashion_mnist' else 3)  # the whole test split
+    cfg.train.update(global_batch=128, log_every=50, eval_every=500)  # evaluation: the whole test split
     cfg.optim.update(name='adamw', learning_rate=1e-3, warmup_steps=100, weight_decay=1e-4, schedule='cosine')
     cfg.checkpoint.every_steps = 500
     return cfg
@@ -28,10 +27,13 @@ BYTE_LM_SIZES = {
 }
 
 
-def byte_lm(size: str) -> ConfigDict:
-    """A byte-level Transformer LM on the stdlib source; `gpt2` is GPT-2 small's
+def byte_lm(size: str, corpus: str = '') -> ConfigDict:
+    """A byte-level Transformer LM on the stdlib source, or the same model on a
+    prepared `corpus` directory (any tokenizer); `gpt2` is GPT-2 small's
     architecture exactly (124M parameters with GPT-2's 50257-token vocabulary)."""
-    cfg = config.base_config('transformer')
+    cfg = config.base_config('transformer', 'corpus' if corpus else 'text')
+    if corpus:
+        cfg.data.path = corpus
     if size == 'gpt2':
         cfg.model.update(d_model=768, n_layers=12, n_heads=12, norm='layernorm', mlp='gelu',
                          position='learned', max_len=1024, tie_embeddings=True, use_bias=True, dropout=0.0)
@@ -44,7 +46,7 @@ def byte_lm(size: str) -> ConfigDict:
     d_model, n_layers, n_heads, seq_len, batch, steps = BYTE_LM_SIZES[size]
     cfg.model.update(d_model=d_model, n_layers=n_layers, n_heads=n_heads)
     cfg.data.seq_len = seq_len
-    cfg.train.update(global_batch=batch, steps=steps, log_every=20, eval_every=200, eval_batches=8)
+    cfg.train.update(global_batch=batch, steps=steps, log_every=20, eval_every=200)
     cfg.optim.update(learning_rate=3e-3, warmup_steps=steps // 20, schedule='cosine', weight_decay=0.1)
     cfg.checkpoint.every_steps = 200
     return cfg

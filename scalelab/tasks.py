@@ -24,6 +24,7 @@ class DataSpec:
     task: str
     input_shape: tuple[int, ...]  # one example
     num_outputs: int              # vocabulary, classes, or regression targets
+    vocab_source: str = ''        # where a vocabulary comes from, for messages
 
 
 def _weights(batch: dict, shape) -> jax.Array:

@@ -23,8 +23,8 @@ def tiny_lm(**overrides):
     """A 2-layer LM small enough that 20 steps take a second or two."""
     cfg = config.base_config('transformer')
     cfg.model.update(d_model=32, n_layers=2, n_heads=4, d_ff=64)
-    cfg.data.update(path=STDLIB_JSON, seq_len=32, eval_fraction=0.2)
-    cfg.train.update(global_batch=16, steps=20, log_every=1, eval_every=0, eval_batches=2)
+    cfg.data.update(path=STDLIB_JSON, seq_len=32, eval_fraction=0.2, eval_tokens=1024)
+    cfg.train.update(global_batch=16, steps=20, log_every=1, eval_every=0)
     cfg.optim.update(learning_rate=1e-2, warmup_steps=2)
     cfg.checkpoint.update(every_steps=5, async_save=False)
     for key, value in overrides.items():

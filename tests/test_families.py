@@ -18,10 +18,10 @@ def small(family: str, **overrides):
     elif family == 'lstm':
         cfg = config.base_config('lstm', 'text')
         cfg.model.update(d_embed=16, d_hidden=32)
-        cfg.data.update(path=STDLIB_JSON, seq_len=32, eval_fraction=0.2)
+        cfg.data.update(path=STDLIB_JSON, seq_len=32, eval_fraction=0.2, eval_tokens=1024)
     elif family == 'regression':
         cfg = config.base_config('mlp', 'teacher')
-        cfg.data.update(in_dim=8, width=16, depth=1)
+        cfg.data.update(in_dim=8, width=16, depth=1, eval_examples=32)
         cfg.model.update(width=32, depth=2, activation='gelu')
     else:
         cfg = config.base_config(family, 'images')
@@ -29,7 +29,7 @@ def small(family: str, **overrides):
         cfg.model.update(**{'mlp': dict(width=32, depth=2),
                             'cnn': dict(channels=8, depth=2, head_width=16),
                             'resnet': dict(width=8, stages=2, blocks_per_stage=1, norm='batchnorm', groups=4)}[family])
-    cfg.train.update(global_batch=16, steps=5, log_every=1, eval_every=0, eval_batches=2)
+    cfg.train.update(global_batch=16, steps=5, log_every=1, eval_every=0)
     cfg.optim.update(learning_rate=1e-2, warmup_steps=0, schedule='constant')
     cfg.checkpoint.update(every_steps=1000, async_save=False)
     for key, value in overrides.items():

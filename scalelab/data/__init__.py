@@ -3,18 +3,20 @@
 A source module provides default_config(), spec(cfg) -> DataSpec (task, input
 shape, outputs: known before loading), validate(cfg) -> problems, and
 load(cfg, global_batch, seed) -> a source answering `train_batch(step, rows)`,
-`eval_batches(requested)`, `eval_batch(index, rows)` and `describe()`: numpy
+`eval_batches()`, `eval_batch(index, rows)` and `describe()`: numpy
 arrays that are a pure function of (seed, step), restricted to this
-process's rows, so resuming needs only the step.
+process's rows, so resuming needs only the step. The evaluation set is fixed
+per dataset (a budget of tokens or examples in the data section): every seed,
+batch size, mesh and sweep point is scored on the same examples.
 """
 from __future__ import annotations
 
 from ml_collections import ConfigDict
 
-from scalelab.data import images, teacher, text
+from scalelab.data import corpus, images, teacher, text
 from scalelab.tasks import DataSpec
 
-SOURCES = {'text': text, 'images': images, 'teacher': teacher}
+SOURCES = {'text': text, 'corpus': corpus, 'images': images, 'teacher': teacher}
 
 
 def source(name: str):

@@ -36,6 +36,7 @@ def default_config() -> ConfigDict:
         path=FASHION_MNIST_DIR,    # directory of the IDX files (fashion_mnist)
         augment=False,             # random crop (2-pixel pad) and horizontal flip
         train_examples=0,          # > 0: train on only the first this-many examples
+        eval_examples=0,           # the evaluation set: the first this-many test examples (0 = all of them)
     ))
 
 
@@ -50,8 +51,9 @@ def validate(cfg) -> list[str]:
         problems.append(f'data.dataset={cfg.dataset!r}: not one of {", ".join(DATASETS)}')
     elif cfg.dataset == 'fashion_mnist' and not Path(cfg.path).is_dir():
         problems.append(f'data.path={cfg.path!r}: no Fashion-MNIST directory there; {INSTALL_HINT}')
-    if cfg.train_examples < 0:
-        problems.append(f'data.train_examples={cfg.train_examples}: must be non-negative (0 = all)')
+    for key in ('train_examples', 'eval_examples'):
+        if cfg[key] < 0:
+            problems.append(f'data.{key}={cfg[key]}: must be non-negative (0 = all)')
     return problems
 
 
@@ -121,9 +123,9 @@ class ImageSource:
             x = _augment(x, np.random.default_rng((self.seed, 3, step)), batch, rows)
         return {'inputs': x, 'targets': self.y_train[index_B[rows]].astype(np.int32)}
 
-    def eval_batches(self, requested: int) -> int:
-        """At most enough batches to cover the test split once."""
-        return min(requested, math.ceil(len(self.y_test) / self.global_batch))
+    def eval_batches(self) -> int:
+        """Enough batches to cover the evaluation examples once."""
+        return math.ceil(len(self.y_test) / self.global_batch)
 
     def eval_batch(self, index: int, rows: slice) -> dict[str, np.ndarray]:
         """Rows of the test split in order; past its end, padding with weight 0."""
@@ -153,6 +155,8 @@ def load(cfg, global_batch: int, seed: int) -> ImageSource:
     x_train, y_train, x_test, y_test = load_arrays(cfg)
     if cfg.train_examples:
         x_train, y_train = x_train[:cfg.train_examples], y_train[:cfg.train_examples]
+    if cfg.eval_examples:
+        x_test, y_test = x_test[:cfg.eval_examples], y_test[:cfg.eval_examples]
     x_train = np.asarray(x_train, np.float32)
     mean, std = x_train.mean(), x_train.std()  # statistics of the training split only
     normalize = lambda x: ((np.asarray(x, np.float32) - mean) / std).astype(np.float32)

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 from ml_collections import ConfigDict
 
+from scalelab.data import windows
 from scalelab.errors import ConfigError
 from scalelab.tasks import DataSpec
+from scalelab.tokenizer import byte_level
 
 VOCAB_SIZE = 256  # one token per byte
 _SKIP_DIRS = {'site-packages', 'dist-packages', '__pycache__'}
@@ -28,12 +30,13 @@ def default_config() -> ConfigDict:
         pattern='*.py',      # files taken from a directory (recursive glob)
         eval_fraction=0.05,  # share of files held out for evaluation
         seq_len=256,
+        eval_tokens=262144,  # the evaluation set: this many tokens of the eval split's start, in windows
         train_examples=0,    # > 0: train on only this many fixed windows (e.g. to overfit)
     ))
 
 
 def spec(cfg) -> DataSpec:
-    return DataSpec('lm', (cfg.seq_len,), VOCAB_SIZE)
+    return DataSpec('lm', (cfg.seq_len,), VOCAB_SIZE, vocab_source='the byte-level text (data.name=\'text\')')
 
 
 def stdlib_dir() -> Path:
@@ -53,12 +56,24 @@ def list_files(path: str, pattern: str) -> list[Path]:
 
 
 def split_files(files: list[Path], eval_fraction: float) -> tuple[list[Path], list[Path]]:
-    """Hold out the files with the smallest CRC32 of their name: stable across
-    machines and Python versions, and unchanged when unrelated files are added."""
-    ranked = sorted(files, key=lambda p: (zlib.crc32('/'.join(p.parts[-2:]).encode()), str(p)))
-    n_eval = min(max(1, round(eval_fraction * len(files))), len(files) - 1)
-    held_out = set(ranked[:n_eval])
-    return [p for p in files if p not in held_out], [p for p in files if p in held_out]
+    """Hold out the files with the smallest CRC32 of their name (see `held_out`)."""
+    held = held_out([file_key(p) for p in files], eval_fraction, [str(p) for p in files])
+    return [p for i, p in enumerate(files) if i not in held], [p for i, p in enumerate(files) if i in held]
+
+
+def file_key(path: Path) -> str:
+    """A file's name for the split: its directory and name, the same on every machine."""
+    return '/'.join(path.parts[-2:])
+
+
+def held_out(keys: list[str], eval_fraction: float, tiebreak: list[str] | None = None) -> set[int]:
+    """Indices of the round(eval_fraction * n) keys (at least 1, at most n - 1) with the
+    smallest CRC32 (equal ones ordered by `tiebreak`): stable across machines and Python
+    versions, independent of order, and unchanged when unrelated keys are added."""
+    tiebreak = keys if tiebreak is None else tiebreak
+    ranked = sorted(range(len(keys)), key=lambda i: (zlib.crc32(keys[i].encode()), tiebreak[i]))
+    n_eval = min(max(1, round(eval_fraction * len(keys))), len(keys) - 1)
+    return set(ranked[:n_eval])
 
 
 def read_tokens(files: list[Path]) -> np.ndarray:
@@ -66,51 +81,16 @@ def read_tokens(files: list[Path]) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class TextSource:
-    """Train and eval byte streams; batches are windows at offsets drawn from (seed, step)."""
-    train_tokens: np.ndarray
-    eval_tokens: np.ndarray
-    seq_len: int
-    global_batch: int
-    seed: int
-    n_train_files: int
-    n_eval_files: int
-    train_examples: int = 0
+class TextSource(windows.LMWindows):
+    """Byte windows of the train and eval files (held in memory: a source-code corpus is small)."""
+    n_train_files: int = 0
+    n_eval_files: int = 0
 
-    bytes_per_token = 1.0
-
-    def train_batch(self, step: int, rows: slice) -> dict[str, np.ndarray]:
-        if self.train_examples:  # a fixed set of windows, visited in turn
-            starts = _starts(self.train_tokens.size, self.seq_len, self.train_examples, (self.seed, 4))
-            positions = (step * self.global_batch + np.arange(self.global_batch)) % self.train_examples
-            return _cut(self.train_tokens, starts[positions][rows], self.seq_len)
-        return _windows(self.train_tokens, self.seq_len, self.global_batch, (self.seed, 0, step), rows)
-
-    def eval_batches(self, requested: int) -> int:
-        return requested
-
-    def eval_batch(self, index: int, rows: slice) -> dict[str, np.ndarray]:
-        return _windows(self.eval_tokens, self.seq_len, self.global_batch, (self.seed, 1, index), rows)
+    tokenizer = byte_level()
 
     def describe(self) -> dict:
-        return dict(train_bytes=int(self.train_tokens.size), eval_bytes=int(self.eval_tokens.size),
-                    train_files=self.n_train_files, eval_files=self.n_eval_files)
-
-
-def _windows(tokens: np.ndarray, seq_len: int, global_batch: int, key: tuple[int, ...],
-             rows: slice) -> dict[str, np.ndarray]:
-    """Rows `rows` of the global batch for `key`: every process draws the same
-    offsets and reads only its own rows."""
-    return _cut(tokens, _starts(tokens.size, seq_len, global_batch, key)[rows], seq_len)
-
-
-def _starts(size: int, seq_len: int, n: int, key: tuple[int, ...]) -> np.ndarray:
-    return np.random.default_rng(key).integers(0, size - seq_len, size=n)
-
-
-def _cut(tokens: np.ndarray, starts_B: np.ndarray, seq_len: int) -> dict[str, np.ndarray]:
-    window_BxL1 = tokens[starts_B[:, None] + np.arange(seq_len + 1)].astype(np.int32)
-    return {'inputs': window_BxL1[:, :-1], 'targets': window_BxL1[:, 1:]}
+        return dict(train_tokens=self.train.size, eval_tokens=self.eval_windows * self.seq_len,
+                    train_files=self.n_train_files, eval_files=self.n_eval_files, tokenizer='bytes')
 
 
 def load(cfg, global_batch: int, seed: int) -> TextSource:
@@ -128,8 +108,9 @@ def load(cfg, global_batch: int, seed: int) -> TextSource:
         if tokens.size <= cfg.seq_len:
             raise ConfigError([f'{where}: the {split} split has {tokens.size} bytes, fewer than '
                                f'data.seq_len + 1 = {cfg.seq_len + 1}'])
-    return TextSource(train, held_out, cfg.seq_len, global_batch, seed, len(train_files), len(eval_files),
-                      cfg.train_examples)
+    return TextSource(windows.ArrayStream(train), windows.ArrayStream(held_out), cfg.seq_len, global_batch, seed,
+                      cfg.eval_tokens, 1.0, cfg.train_examples, n_train_files=len(train_files),
+                      n_eval_files=len(eval_files))
 
 
 def validate(cfg) -> list[str]:
@@ -141,6 +122,9 @@ def validate(cfg) -> list[str]:
         problems.append(f'data.eval_fraction={cfg.eval_fraction}: must be in (0, 1)')
     if cfg.seq_len <= 0:
         problems.append(f'data.seq_len={cfg.seq_len}: must be positive')
+    if cfg.eval_tokens < cfg.seq_len:
+        problems.append(f'data.eval_tokens={cfg.eval_tokens}: must be at least data.seq_len={cfg.seq_len} '
+                        '(one evaluation window)')
     if cfg.train_examples < 0:
         problems.append(f'data.train_examples={cfg.train_examples}: must be non-negative (0 = all)')
     return problems

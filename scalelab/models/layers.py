@@ -79,3 +79,14 @@ def dropout(x: jax.Array, rate: float, rngs: nnx.Rngs | None) -> jax.Array:
     if rate == 0.0 or rngs is None:
         return x
     return nnx.Dropout(rate)(x, deterministic=False, rngs=rngs)
+
+
+def vocab_problems(vocab_size: int, spec) -> list[str]:
+    """model.vocab_size must hold every id the data's tokenizer produces (0 takes its size)."""
+    if vocab_size < 0:
+        return [f'model.vocab_size={vocab_size}: must be positive, or 0 for the data\'s vocabulary']
+    if 0 < vocab_size < spec.num_outputs:
+        where = spec.vocab_source or 'the data'
+        return [f'model.vocab_size={vocab_size} (the model) is smaller than the {spec.num_outputs} ids of '
+                f'{where}; set model.vocab_size=0 to take the tokenizer\'s, or a larger value']
+    return []

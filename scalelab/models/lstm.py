@@ -14,14 +14,14 @@ from scalelab.parallel import constrain
 TASKS = ('lm',)
 DEFAULT_DATA = 'text'
 CHOICES = {}
-POSITIVE = ('vocab_size', 'd_embed', 'd_hidden', 'n_layers')
+POSITIVE = ('d_embed', 'd_hidden', 'n_layers')
 EMBEDDING_PARAMS = ('embed', 'head')
 
 
 def default_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         name='lstm',
-        vocab_size=256,
+        vocab_size=0,         # 0: the data's vocabulary (its tokenizer's)
         d_embed=128,
         d_hidden=256,
         n_layers=1,
@@ -33,9 +33,7 @@ def resolve(cfg) -> None:
 
 
 def validate(cfg, spec) -> list[str]:
-    if cfg.vocab_size < spec.num_outputs:
-        return [f'model.vocab_size={cfg.vocab_size}: the data has {spec.num_outputs} symbols']
-    return []
+    return layers.vocab_problems(cfg.vocab_size, spec)
 
 
 def cell(d_in: int, d_hidden: int, rngs) -> nnx.LSTMCell:

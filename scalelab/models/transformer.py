@@ -36,7 +36,7 @@ REMAT_POLICIES = {
     'dots_saveable': jax.checkpoint_policies.dots_saveable,  # every matmul output
     'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # not attention's
 }
-POSITIVE = ('vocab_size', 'd_model', 'n_layers', 'n_heads', 'max_len')
+POSITIVE = ('d_model', 'n_layers', 'n_heads', 'max_len')
 # Top-level attributes whose parameters count as embedding parameters (Kaplan et al.).
 EMBEDDING_PARAMS = ('embed', 'pos_embed', 'head')
 
@@ -44,7 +44,7 @@ EMBEDDING_PARAMS = ('embed', 'pos_embed', 'head')
 def default_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         name='transformer',
-        vocab_size=256,
+        vocab_size=0,         # 0: the data's vocabulary (its tokenizer's); larger pads the embedding
         d_model=256,
         n_layers=4,
         n_heads=4,
@@ -80,8 +80,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> None:
 def validate(cfg: ml_collections.ConfigDict, spec) -> list[str]:
     problems = []
     seq_len = spec.input_shape[0]
-    if cfg.vocab_size < spec.num_outputs:
-        problems.append(f'model.vocab_size={cfg.vocab_size}: the data has {spec.num_outputs} symbols')
+    problems += layers.vocab_problems(cfg.vocab_size, spec)
     if cfg.head_dim < 0 or (cfg.head_dim > 0 and cfg.d_model % cfg.head_dim):
         problems.append(f'model.head_dim={cfg.head_dim}: must divide model.d_model={cfg.d_model} (or be 0)')
     if cfg.parametrization == 'mup' and cfg.tie_embeddings:
