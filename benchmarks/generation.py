@@ -31,11 +31,12 @@ def main():
     import jax.numpy as jnp
     import numpy as np
 
-    from scalelab import generate, metrics, runtime
+    from scalelab import generate, inference, metrics, runtime
     runtime.configure()
-    _, graphdef, params = generate.load(args.workdir)
-    corpus = (REPO / 'scalelab' / 'loop.py').read_bytes()  # any real text will do for prompts
-    prompts = [list(corpus[i * 97:i * 97 + args.prompt_len]) for i in range(args.prompts)]
+    lm = inference.load(args.workdir)
+    graphdef, params = lm.graphdef, lm.params
+    corpus = (REPO / 'scalelab' / 'loop.py').read_text()  # any real text will do for prompts
+    prompts = [lm.tokenizer.encode(corpus[i * 97:])[:args.prompt_len] for i in range(args.prompts)]
     tokens, pad = generate.pad_prompts(prompts)
     key = jax.random.key(0)
     options = dict(max_new=args.new, temperature=0.0, top_k=0)

@@ -5,16 +5,15 @@
 
 The prompts are left-padded into one batch; the prompt is processed at once
 (prefill) and each new token costs one position against the cached keys and
-values. Temperature 0 is greedy decoding. Parameters are restored from the
-workdir's latest checkpoint, sharded by the same rules as in training.
+values. Temperature 0 is greedy decoding. Text goes in and comes out through
+the workdir's own tokenizer; parameters are restored from its latest
+checkpoint, sharded by the same rules as in training (scalelab.inference).
 """
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -86,30 +85,6 @@ def generate_uncached(graphdef, params, tokens_BxP, key, *, max_new: int, temper
     return jnp.stack(out, axis=1)
 
 
-def load(workdir: str | Path):
-    """(resolved config, graphdef, params) from a run's latest checkpoint, the
-    parameters sharded over all devices by the training rules (tensor-parallel)."""
-    from ml_collections import ConfigDict
-
-    from scalelab import checkpoint, config, parallel, train
-    workdir = Path(workdir)
-    if not (workdir / 'config.json').exists():
-        raise FileNotFoundError(f'{workdir}: no config.json, so not a scalelab run directory')
-    saved = ConfigDict(json.loads((workdir / 'config.json').read_text()))
-    saved.mesh.update(data=1, fsdp=1, tensor=-1)
-    cfg = config.resolve(saved, jax.device_count())
-    if cfg.model.name != 'transformer':
-        raise ValueError(f'{workdir}: model.name={cfg.model.name!r}; generation needs a transformer LM')
-    prepared = train.setup(cfg, parallel.make_mesh(cfg.mesh))
-    ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', every_steps=1, keep=1, async_save=False)
-    step = ckpt.latest_step()
-    if step is None:
-        raise FileNotFoundError(f'{workdir}/checkpoints: no checkpoint to generate from')
-    state, _ = ckpt.restore(step, checkpoint.abstract_target(prepared.abstract_state, prepared.shardings))
-    ckpt.close()
-    return cfg, prepared.spec.graphdef, state['params']
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
     p = argparse.ArgumentParser(prog='python -m scalelab.generate', description=__doc__,
@@ -124,27 +99,35 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.max_new_tokens < 1 or args.temperature < 0 or args.top_k < 0:
         p.error('need --max-new-tokens >= 1, --temperature >= 0, --top-k >= 0')
-    from scalelab import runtime
+    from scalelab import inference, runtime, tokenizer
     runtime.configure()
-    cfg, graphdef, params = load(args.workdir)
-    prompts = [list(text.encode()) for text in args.prompt]
+    try:
+        lm = inference.load(args.workdir)
+    except (inference.WorkdirError, tokenizer.TokenizerError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    prompts = [lm.tokenizer.encode(text) for text in args.prompt]
     if args.no_cache and len({len(x) for x in prompts}) > 1:
-        p.error('--no-cache needs prompts of equal length (in bytes)')
-    tokens, pad = pad_prompts(prompts)
-    if cfg.model.position == 'learned' and tokens.shape[1] + args.max_new_tokens > cfg.model.max_len:
-        p.error(f'prompt + new tokens exceed the model\'s {cfg.model.max_len} learned positions')
+        p.error('--no-cache needs prompts of equal length (in tokens)')
+    try:
+        tokens, pad = pad_prompts(prompts)
+    except ValueError as e:
+        p.error(f'{e}: an empty --prompt')
+    if lm.model_cfg.position == 'learned' and tokens.shape[1] + args.max_new_tokens > lm.model_cfg.max_len:
+        p.error(f'prompt ({tokens.shape[1]} tokens) + --max-new-tokens={args.max_new_tokens} exceed the '
+                f'model\'s {lm.model_cfg.max_len} learned positions')
     key = jax.random.key(args.seed)
     options = dict(max_new=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)
     start = time.perf_counter()
     if args.no_cache:
-        new = generate_uncached(graphdef, params, tokens, key, **options)
+        new = generate_uncached(lm.graphdef, lm.params, tokens, key, **options)
     else:
-        new = generate_cached(graphdef, params, jnp.asarray(tokens), jnp.asarray(pad), key, **options)
+        new = generate_cached(lm.graphdef, lm.params, jnp.asarray(tokens), jnp.asarray(pad), key, **options)
     new = np.asarray(jax.device_get(new))
     seconds = time.perf_counter() - start
     for text, row in zip(args.prompt, new):
         print(f'--- {text!r}')
-        print(text + bytes(row.astype(np.uint8).tolist()).decode('utf-8', errors='replace'))
+        print(text + lm.tokenizer.decode(row))
     print(f'--- {new.size} tokens in {seconds:.2f}s (including compilation)', file=sys.stderr)
     return 0
 

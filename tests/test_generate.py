@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scalelab import generate, loop
+from scalelab import generate, inference, loop
 from tests.helpers import REPO, TEST_CACHE, tiny_lm
 
 VARIANTS = {
@@ -23,7 +23,8 @@ VARIANTS = {
 def trained(request, tmp_path_factory):
     workdir = tmp_path_factory.mktemp(request.param)
     loop.run(tiny_lm(**{'train.steps': 30, **VARIANTS[request.param]}), workdir)
-    return generate.load(workdir)
+    lm = inference.load(workdir)
+    return lm.model_cfg, lm.graphdef, lm.params
 
 
 def encode(*texts):
