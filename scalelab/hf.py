@@ -28,6 +28,7 @@ import numpy as np
 
 from scalelab import export
 from scalelab import tokenizer as tokenizer_lib
+from scalelab.models.transformer import GPT2_OPTIONS
 
 # GPT-2 options scalelab implements, with the values it implements.
 SUPPORTED = {
@@ -36,9 +37,6 @@ SUPPORTED = {
     'scale_attn_by_inverse_layer_idx': (False,),
     'add_cross_attention': (False,),
 }
-# What GPT-2's architecture fixes in scalelab's transformer config.
-GPT2_ARCHITECTURE = dict(norm='layernorm', mlp='gelu', position='learned', use_bias=True,
-                         parametrization='standard')
 
 
 class HFError(ValueError):
@@ -59,14 +57,14 @@ def model_config(hf: dict, where: str) -> dict:
                     n_heads=int(hf['n_head']), head_dim=0, d_ff=int(hf.get('n_inner') or 4 * d),
                     max_len=int(hf['n_positions']), norm_eps=float(hf.get('layer_norm_epsilon', 1e-5)),
                     tie_embeddings=bool(hf.get('tie_word_embeddings', True)), dropout=0.0, scan_layers=False,
-                    **GPT2_ARCHITECTURE)
+                    **GPT2_OPTIONS)
     except KeyError as e:
         raise HFError(f'{where}: no {e.args[0]!r}, which a GPT-2 config.json has') from None
 
 
 def hf_config(model: dict, tok: tokenizer_lib.Tokenizer) -> dict:
     """A GPT-2 config.json for scalelab's transformer section."""
-    for key, value in GPT2_ARCHITECTURE.items():
+    for key, value in GPT2_OPTIONS.items():
         if model[key] != value:
             raise HFError(f'model.{key}={model[key]!r}: GPT-2 has {key}={value!r}, so this model has no '
                           'GPT-2 form to export')

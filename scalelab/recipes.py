@@ -5,6 +5,7 @@ from ml_collections import ConfigDict
 
 from scalelab import config
 from scalelab.data import images
+from scalelab.models import transformer
 
 
 def image_classification(model: str, dataset: str):
@@ -19,6 +20,8 @@ def image_classification(model: str, dataset: str):
     cfg.checkpoint.every_steps = 500
     return cfg
 
+
+GPT2_ARCHITECTURE = dict(transformer.GPT2_OPTIONS, tie_embeddings=True, dropout=0.0)
 
 BYTE_LM_SIZES = {
     # name: (d_model, n_layers, n_heads, seq_len, global_batch, steps)
@@ -35,14 +38,20 @@ def byte_lm(size: str, corpus: str = '') -> ConfigDict:
     if corpus:
         cfg.data.path = corpus
     if size == 'gpt2':
-        cfg.model.update(d_model=768, n_layers=12, n_heads=12, norm='layernorm', mlp='gelu',
-                         position='learned', max_len=1024, tie_embeddings=True, use_bias=True, dropout=0.0)
+        cfg.model.update(d_model=768, n_layers=12, n_heads=12, max_len=1024, **GPT2_ARCHITECTURE)
         cfg.data.seq_len, cfg.train.global_batch, cfg.train.steps = 1024, 32, 2000
         cfg.train.compute_dtype = 'bfloat16'
         cfg.optim.update(learning_rate=6e-4, warmup_steps=200)
         return cfg
+    if size == 'gpt2_mini':  # GPT-2's architecture at a size a CPU trains in minutes
+        cfg.model.update(d_model=128, n_layers=4, n_heads=4, max_len=128, **GPT2_ARCHITECTURE)
+        cfg.data.seq_len = 128
+        cfg.train.update(global_batch=16, steps=300, log_every=20, eval_every=100)
+        cfg.data.eval_tokens = 65536
+        cfg.optim.update(learning_rate=3e-3, warmup_steps=15, schedule='cosine', weight_decay=0.1)
+        return cfg
     if size not in BYTE_LM_SIZES:
-        raise ValueError(f':{size}: unknown size; valid: {", ".join([*BYTE_LM_SIZES, "gpt2"])}')
+        raise ValueError(f':{size}: unknown size; valid: {", ".join([*BYTE_LM_SIZES, "gpt2", "gpt2_mini"])}')
     d_model, n_layers, n_heads, seq_len, batch, steps = BYTE_LM_SIZES[size]
     cfg.model.update(d_model=d_model, n_layers=n_layers, n_heads=n_heads)
     cfg.data.seq_len = seq_len

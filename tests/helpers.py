@@ -1,10 +1,13 @@
 """Small configs and workdir readers shared by the tests."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 
@@ -54,3 +57,26 @@ def run_cli(args: list[str], env_extra: dict | None = None, **kwargs) -> subproc
            **(env_extra or {})}
     return subprocess.run([sys.executable, '-m', 'scalelab.run', *args], cwd=REPO, env=env,
                           capture_output=True, text=True, **kwargs)
+
+
+GPT2_TIKTOKEN_SHA256 = '306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930'
+
+
+def gpt2_tiktoken() -> Path:
+    """GPT-2's real BPE ranks, from the openai-whisper source package on PyPI
+    (`pip download --no-deps`), checked by hash and cached under ~/.cache/scalelab."""
+    cached = Path.home() / '.cache' / 'scalelab' / 'gpt2.tiktoken'
+    if not cached.exists():
+        with tempfile.TemporaryDirectory() as d:
+            subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps', '--no-binary', ':all:',
+                            'openai-whisper==20250625', '-d', d], check=True, capture_output=True, timeout=300)
+            with tarfile.open(next(Path(d).glob('*.tar.gz'))) as archive:
+                member = next(m for m in archive.getmembers() if m.name.endswith('whisper/assets/gpt2.tiktoken'))
+                content = archive.extractfile(member).read()
+        if hashlib.sha256(content).hexdigest() != GPT2_TIKTOKEN_SHA256:
+            raise RuntimeError('gpt2.tiktoken from openai-whisper has an unexpected sha256')
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix('.tmp')
+        tmp.write_bytes(content)
+        tmp.replace(cached)
+    return cached

@@ -34,9 +34,9 @@ def test_split_by_file_is_disjoint_complete_and_stable():
 def test_tokens_are_the_files_bytes(source):
     files = text.list_files(STDLIB_JSON, '*.py')
     total = sum(p.stat().st_size for p in files)
-    assert source.train_tokens.size + source.eval_tokens.size == total
+    assert source.train.size + source.eval.size == total
     train_files, _ = text.split_files(files, 0.2)
-    assert bytes(source.train_tokens[:100]) == train_files[0].read_bytes()[:100]
+    assert bytes(source.train.tokens[:100]) == train_files[0].read_bytes()[:100]
 
 
 def test_batch_is_a_pure_function_of_seed_and_step(source):
@@ -48,9 +48,9 @@ def test_batch_is_a_pure_function_of_seed_and_step(source):
     np.testing.assert_array_equal(a['inputs'][:, 1:], a['targets'][:, :-1])  # next-byte targets
     # a process reading rows 4..8 gets exactly those rows of the global batch
     np.testing.assert_array_equal(source.train_batch(7, slice(4, 8))['inputs'], a['inputs'][4:8])
-    # eval batches come from the held-out bytes: every window occurs in eval_tokens
+    # eval batches come from the held-out bytes: every window occurs in the eval split
     window = bytes(source.eval_batch(0, slice(0, 1))['inputs'][0].astype(np.uint8))
-    assert window in bytes(source.eval_tokens)
+    assert window in bytes(source.eval.tokens)
 
 
 def test_global_batch_assembles_process_rows_on_the_mesh(source):

@@ -146,5 +146,8 @@ def load(cfg, global_batch: int, seed: int) -> CorpusSource:
     source = CorpusSource(train, held_out, cfg.seq_len, global_batch, seed, cfg.eval_tokens, 1.0,
                           cfg.train_examples, tokenizer=tok, meta=meta)
     targets = source.eval_targets()
+    if targets.max() >= tok.vocab_size:
+        raise ConfigError([f'data.path={cfg.path!r}: the validation split holds token id {targets.max()}, '
+                           f'beyond the {tok.vocab_size} ids of its tokenizer; prepare the corpus again'])
     bytes_per_token = float(tok.token_bytes()[targets].sum() / targets.size)
     return dataclasses.replace(source, bytes_per_token=bytes_per_token)

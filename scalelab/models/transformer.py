@@ -37,6 +37,8 @@ REMAT_POLICIES = {
     'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # not attention's
 }
 POSITIVE = ('d_model', 'n_layers', 'n_heads', 'max_len')
+# The options that make this transformer GPT-2's architecture (scalelab.hf converts exactly these).
+GPT2_OPTIONS = dict(norm='layernorm', mlp='gelu', position='learned', use_bias=True, parametrization='standard')
 # Top-level attributes whose parameters count as embedding parameters (Kaplan et al.).
 EMBEDDING_PARAMS = ('embed', 'pos_embed', 'head')
 

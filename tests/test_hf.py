@@ -1,0 +1,205 @@
+"""GPT-2 in and out of Hugging Face `transformers`, checked against transformers itself
+(a small random-init GPT2LMHeadModel saved with save_pretrained, run in float32 on CPU)."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flax import nnx
+
+from scalelab import evaluate, generate, hf, inference, loop, tokenizer
+from scalelab.data import prepare, text
+from tests.helpers import REPO, STDLIB_JSON, TEST_CACHE, tiny_lm
+
+torch = pytest.importorskip('torch')
+transformers = pytest.importorskip('transformers')
+
+TEXT = (text.stdlib_dir() / 'json' / 'encoder.py').read_text()
+CONTEXT = 64
+
+
+@pytest.fixture(scope='module')
+def hf_dir(tmp_path_factory):
+    """A random GPT-2 (2 layers, d 32) with a byte-level BPE of 300 ids, as save_pretrained writes them."""
+    directory = tmp_path_factory.mktemp('hf_gpt2')
+    bpe = tokenizer.train_bpe([p.read_text() for p in text.list_files(STDLIB_JSON, '*.py')], 300)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe.to_hf(), eos_token='<|endoftext|>')
+    fast.save_pretrained(directory)
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=300, n_positions=CONTEXT, n_embd=32, n_layer=2, n_head=4,
+                                     initializer_range=0.2, bos_token_id=bpe.eos_id, eos_token_id=bpe.eos_id)
+    transformers.GPT2LMHeadModel(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope='module')
+def imported(hf_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('imported') / 'w'
+    hf.import_dir(hf_dir, workdir)
+    return workdir
+
+
+def hf_model(directory):
+    return transformers.GPT2LMHeadModel.from_pretrained(directory, dtype=torch.float32).eval()
+
+
+def test_loss_on_a_text_equals_transformers(hf_dir, imported):
+    lm = inference.load(imported)
+    ids = lm.tokenizer.encode(TEXT)
+    assert len(ids) > 3 * CONTEXT  # scored in several windows
+    model = hf_model(hf_dir)
+    losses, counts = [], []
+    with torch.no_grad():  # transformers' own loss, window by window (the same windows: consecutive, no overlap)
+        for start in range(0, len(ids) - 1, CONTEXT):
+            inputs = torch.tensor([ids[start:start + CONTEXT]])
+            targets = torch.tensor(ids[start + 1:start + CONTEXT + 1])
+            logits = model(inputs).logits[0, :len(targets)]
+            losses.append(float(torch.nn.functional.cross_entropy(logits, targets, reduction='sum')))
+            counts.append(len(targets))
+    reference = sum(losses) / sum(counts)
+    result = evaluate.score_text(lm, TEXT, batch=4)
+    assert result['tokens'] == len(ids) - 1
+    assert result['loss'] == pytest.approx(reference, abs=1e-4)
+    short = lm.tokenizer.encode(TEXT)[:CONTEXT]  # within one context: transformers' labels= loss itself
+    with torch.no_grad():
+        expected = float(model(torch.tensor([short]), labels=torch.tensor([short])).loss)
+    assert evaluate.score_text(lm, lm.tokenizer.decode(short), batch=1)['loss'] == pytest.approx(expected, abs=1e-4)
+
+
+def test_evaluate_cli_prints_loss_and_bits_per_byte(imported, tmp_path):
+    (tmp_path / 'sample.txt').write_text(TEXT)
+    done = subprocess.run([sys.executable, '-m', 'scalelab.evaluate', f'--workdir={imported}',
+                           f'--text={tmp_path / "sample.txt"}'], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, 'SCALELAB_COMPILATION_CACHE': str(TEST_CACHE)})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    expected = evaluate.score_text(inference.load(imported), TEXT, batch=8)
+    assert lines[0] == f'loss {expected["loss"]:.6f}'
+    assert lines[1] == f'bits_per_byte {expected["bits_per_byte"]:.6f}'
+    n_bytes = len(TEXT.encode()) - len(inference.load(imported).tokenizer.decode(
+        inference.load(imported).tokenizer.encode(TEXT)[:1]).encode())
+    assert expected['bytes'] == n_bytes  # every byte but the first token's is scored
+
+
+def test_greedy_generation_yields_transformers_tokens(hf_dir, imported):
+    lm = inference.load(imported)
+    prompt = lm.tokenizer.encode('def encode(self, o):')
+    with torch.no_grad():
+        reference = hf_model(hf_dir).generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False,
+                                              attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                              pad_token_id=lm.tokenizer.eos_id)[0, len(prompt):].tolist()
+    tokens, pad = generate.pad_prompts([prompt])
+    ours = generate.generate_cached(lm.graphdef, lm.params, jnp.asarray(tokens), jnp.asarray(pad),
+                                    jax.random.key(0), max_new=24, temperature=0.0, top_k=0)
+    assert np.asarray(ours)[0].tolist() == reference
+    assert len(set(reference)) > 3  # not one repeated token: the comparison has teeth
+
+
+def test_export_loads_in_transformers_with_the_same_logits_and_tokenizer(hf_dir, imported, tmp_path):
+    hf.export_dir(imported, tmp_path / 'out')
+    assert sorted(os.listdir(tmp_path / 'out')) == ['config.json', 'model.safetensors', 'tokenizer.json',
+                                                    'tokenizer_config.json']
+    ids = torch.tensor([inference.load(imported).tokenizer.encode(TEXT)[:CONTEXT]])
+    with torch.no_grad():
+        original, exported = hf_model(hf_dir)(ids).logits, hf_model(tmp_path / 'out')(ids).logits
+    np.testing.assert_allclose(exported.numpy(), original.numpy(), atol=1e-5, rtol=0)
+    loaded = transformers.AutoTokenizer.from_pretrained(tmp_path / 'out')
+    assert loaded(TEXT)['input_ids'] == inference.load(imported).tokenizer.encode(TEXT)
+    assert loaded.eos_token == '<|endoftext|>'
+
+
+def test_a_scalelab_trained_gpt2_exports_with_its_own_logits(tmp_path):
+    """A model trained here (GPT-2's architecture, stacked layers, byte tokenizer)
+    gives transformers the logits scalelab computes."""
+    cfg = tiny_lm(**{'model.norm': 'layernorm', 'model.mlp': 'gelu', 'model.position': 'learned',
+                     'model.use_bias': True, 'model.max_len': 32, 'model.scan_layers': True,
+                     'model.tie_embeddings': False, 'train.steps': 5})
+    loop.run(cfg, tmp_path / 'run')
+    hf.export_dir(tmp_path / 'run', tmp_path / 'out')
+    lm = inference.load(tmp_path / 'run')
+    ids = np.asarray([list(TEXT[:32].encode())], np.int32)
+    ours = np.asarray(nnx.merge(lm.graphdef, lm.params)(jnp.asarray(ids)))
+    with torch.no_grad():
+        theirs = hf_model(tmp_path / 'out')(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+    np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / 'out')(TEXT[:50])['input_ids'] == \
+        list(TEXT[:50].encode())
+
+
+def changed_copy(hf_dir, tmp_path, edit):
+    import shutil
+    copy = tmp_path / 'copy'
+    shutil.copytree(hf_dir, copy)
+    edit(copy)
+    return copy
+
+
+def edit_config(**changes):
+    def edit(directory):
+        config = json.loads((directory / 'config.json').read_text())
+        config.update(changes)
+        (directory / 'config.json').write_text(json.dumps(config))
+    return edit
+
+
+def as_pickle_only(directory):
+    (directory / 'model.safetensors').rename(directory / 'pytorch_model.bin')
+
+
+@pytest.mark.parametrize('edit, expected', [
+    (edit_config(activation_function='relu'),
+     r"activation_function='relu' is a GPT-2 option scalelab does not implement; valid: 'gelu_new'"),
+    (edit_config(scale_attn_by_inverse_layer_idx=True), r'scale_attn_by_inverse_layer_idx=True is a GPT-2 option'),
+    (edit_config(model_type='llama'), r"model_type='llama'; scalelab imports model_type='gpt2'"),
+    (edit_config(vocab_size=200), r'the tokenizer has 300 ids but the model \(config.json vocab_size\) has 200'),
+    (as_pickle_only, r'has pytorch_model.bin but no model.safetensors; scalelab does not load pickle files'),
+    (lambda d: (d / 'config.json').write_text('{"model_type": "gpt2", "n_'), r'config.json: corrupt JSON'),
+])
+def test_bad_hf_directories_get_one_clear_error(hf_dir, tmp_path, edit, expected):
+    with pytest.raises(hf.HFError, match=expected):
+        hf.import_dir(changed_copy(hf_dir, tmp_path, edit), tmp_path / 'w')
+    assert not (tmp_path / 'w').exists()
+
+
+def test_a_model_without_a_gpt2_form_is_not_exported(tmp_path):
+    loop.run(tiny_lm(**{'train.steps': 2}), tmp_path / 'run')  # rmsnorm, rope
+    with pytest.raises(hf.HFError, match=r"model.norm='rmsnorm': GPT-2 has norm='layernorm'"):
+        hf.export_dir(tmp_path / 'run', tmp_path / 'out')
+
+
+def test_cli_errors_are_one_line_with_exit_2(hf_dir, tmp_path):
+    copy = changed_copy(hf_dir, tmp_path, as_pickle_only)
+    done = subprocess.run([sys.executable, '-m', 'scalelab.hf', 'import', '--from', str(copy), '--workdir',
+                           str(tmp_path / 'w')], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert 'does not load pickle' in done.stderr
+
+
+@pytest.mark.slow
+def test_pipeline_import_finetune_generate_export(hf_dir, imported, tmp_path):
+    """The README's GPT-2 pipeline: import, prepare a corpus with the model's tokenizer,
+    fine-tune (experiments/finetune_gpt2.py), generate, export."""
+    env = {**os.environ, 'SCALELAB_COMPILATION_CACHE': str(TEST_CACHE)}
+    prepare.prepare(['/usr/share/common-licenses' if os.path.isdir('/usr/share/common-licenses') else STDLIB_JSON],
+                    str(imported), tmp_path / 'corpus', eval_fraction=0.25, log=lambda *_: None)
+    done = subprocess.run([sys.executable, '-m', 'scalelab.run', f'--config=experiments/finetune_gpt2.py:{imported}',
+                           f'--workdir={tmp_path / "ft"}', f'--config.data.path={tmp_path / "corpus"}',
+                           '--config.data.seq_len=32', '--config.train.steps=6', '--config.train.eval_every=3',
+                           '--config.train.log_every=3'], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    evals = [json.loads(line)['eval_loss'] for line in (tmp_path / 'ft' / 'metrics.jsonl').read_text().splitlines()
+             if 'eval_loss' in line]
+    assert evals[-1] < evals[0]  # fine-tuning lowers the held-out loss
+    done = subprocess.run([sys.executable, '-m', 'scalelab.generate', f'--workdir={tmp_path / "ft"}',
+                           '--prompt', 'Permission', '--max-new-tokens', '8', '--temperature', '0'], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].startswith('Permission')
+    hf.export_dir(tmp_path / 'ft', tmp_path / 'ft_hf')
+    assert hf_model(tmp_path / 'ft_hf').config.n_layer == 2
