@@ -67,10 +67,8 @@ def resolve(cfg: ConfigDict, num_devices: int) -> ConfigDict:
     out = base_config(cfg.model.name, cfg.data.name)
     _merge_into(out, cfg)
     out.mesh.update(parallel.mesh_shape(out.mesh, num_devices))
-    models.family(out.model.name).resolve(out.model)
     spec = data_lib.spec(out.data)
-    if out.model.get('vocab_size') == 0:  # from the data's tokenizer
-        out.model.vocab_size = spec.num_outputs
+    models.resolve(out.model, spec)
     tokens_per_step = out.train.global_batch * tokens_per_example(spec)
     if out.train.flops > 0:
         per_step = flops.train_flops_per_step(out.model, spec, out.train.global_batch)

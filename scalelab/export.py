@@ -102,8 +102,9 @@ def load_params_flat(source: str | Path) -> dict[str, np.ndarray]:
     checkpointer = ocp.StandardCheckpointer()
     state_dir = (source / 'state').absolute()
     replicated = NamedSharding(Mesh(np.array(jax.devices()), ('all',)), PartitionSpec())
+    # The handler reads the item's own metadata (the checkpointer would look for a step-level file there)
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated),
-                          checkpointer.metadata(state_dir).item_metadata.tree)
+                          ocp.StandardCheckpointHandler().metadata(state_dir).tree)
     return flatten(checkpointer.restore(state_dir, target)['params'])
 
 

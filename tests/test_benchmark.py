@@ -21,3 +21,17 @@ def test_step_throughput_quick_run_writes_results(tmp_path):
     row = result['shapes'][0]
     assert row['tokens_per_s'] > 0 and 0 < row['mfu'] and row['compile_s'] > 0
     assert result['compile_time']['scan_ratio'] > 0 and 'MFU' in done.stdout
+
+
+@pytest.mark.slow
+def test_data_loading_quick_run_writes_results(tmp_path):
+    out = tmp_path / 'data.json'
+    done = subprocess.run([sys.executable, 'benchmarks/data_loading.py', '--quick', '--out', str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, 'SCALELAB_PEAK_FLOPS': '1e11'})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [row['processes'] for row in result['prepare']] == [1, 2]
+    assert result['prepare'][0]['tokens'] == result['prepare'][1]['tokens'] > 0  # the same corpus either way
+    assert all(row['tokens_per_s'] > 0 and row['times_default_step'] > 0 for row in result['loader'])
+    assert 'x the step' in done.stdout

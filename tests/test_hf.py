@@ -9,15 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
+import torch
+import transformers
 from flax import nnx
 
 from scalelab import evaluate, generate, hf, inference, loop, tokenizer
 from scalelab.data import prepare, text
 from tests.helpers import REPO, STDLIB_JSON, TEST_CACHE, tiny_lm
-
-torch = pytest.importorskip('torch')
-transformers = pytest.importorskip('transformers')
 
 TEXT = (text.stdlib_dir() / 'json' / 'encoder.py').read_text()
 CONTEXT = 64

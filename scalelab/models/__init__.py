@@ -32,6 +32,14 @@ def family(name: str) -> types.ModuleType:
     return FAMILIES[name]
 
 
+def resolve(cfg: ml_collections.ConfigDict, spec: DataSpec) -> None:
+    """Fill a model section's derived values in place: the family's own, and a
+    vocab_size of 0 from the data (its tokenizer's vocabulary)."""
+    family(cfg.name).resolve(cfg)
+    if cfg.get('vocab_size') == 0:
+        cfg.vocab_size = spec.num_outputs
+
+
 def lr_groups(cfg: ml_collections.ConfigDict):
     """Per-parameter learning-rate groups a family asks for (muP), or None."""
     groups = getattr(family(cfg.name), 'lr_groups', None)

@@ -103,7 +103,7 @@ def expand(sweep: ConfigDict, num_devices: int) -> list[Point]:
                 raise ConfigError([f'axes.target_params: shapes are solved for transformers, '
                                    f'not model.name={cfg.model.name!r}'])
             model = ConfigDict(cfg.model.to_dict())
-            models.family(model.name).resolve(model)
+            models.resolve(model, data_lib.spec(cfg.data))
             try:
                 solved = shapes.solve_transformer(axes['target_params'], model, sweep.shape)
             except ValueError as e:
@@ -121,8 +121,9 @@ def expand(sweep: ConfigDict, num_devices: int) -> list[Point]:
 
 def count(cfg: ConfigDict, which: str) -> int:
     model = ConfigDict(cfg.model.to_dict())
-    models.family(model.name).resolve(model)
-    return flops.param_counts(model, data_lib.spec(cfg.data))[which]
+    spec = data_lib.spec(cfg.data)
+    models.resolve(model, spec)
+    return flops.param_counts(model, spec)[which]
 
 
 def planned_flops(point: Point) -> float:
