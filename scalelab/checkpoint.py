@@ -28,6 +28,10 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def should_save(self, step: int) -> bool:
+        """Whether `save(step, ...)` would write a checkpoint (the step is on the interval)."""
+        return self.manager.should_save(step)
+
     def save(self, step: int, state, record: dict, *, force: bool = False) -> bool:
         """Save if `step` is on the interval (or `force`); returns whether it saved."""
         return self.manager.save(step, args=ocp.args.Composite(

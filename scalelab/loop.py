@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import signal
 import threading
 import time
@@ -23,8 +22,12 @@ from scalelab import data as data_lib
 from scalelab.data import pipeline
 from scalelab.errors import ConfigError
 
-# Sections that must match the saved config.json to resume a workdir.
-RESUME_MUST_MATCH = ('seed', 'model', 'data')
+# Keys a resumed run may change: how it is watched, saved and laid out, not what it computes
+# (a checkpoint restores onto any mesh). Every other key must match the saved config.json.
+RESUME_MAY_CHANGE = ('train.log_every', 'train.eval_every', 'checkpoint.every_steps', 'checkpoint.keep',
+                     'checkpoint.async_save', 'mesh.data', 'mesh.fsdp', 'mesh.tensor')
+# These only move the end of the run when the learning rate is constant (after its warmup).
+RESUME_MAY_EXTEND = ('train.steps', 'train.tokens', 'train.flops')
 
 
 @contextlib.contextmanager
@@ -53,6 +56,15 @@ def should_stop(flag: threading.Event, step: int) -> bool:
     return flag.is_set()
 
 
+def first_nonfinite_step(step_metrics: list[dict], last_step: int) -> int | None:
+    """The first of the steps ending at `last_step` whose loss, gradients or new
+    parameters were not finite (the step function's `finite` flag), or None."""
+    for offset, values in enumerate(step_metrics):
+        if not values['finite']:
+            return last_step - len(step_metrics) + offset + 1
+    return None
+
+
 def initial_params(source: str, abstract_params, shardings):
     """Fine-tuning: another run's (or file's) parameters, laid out and sharded for this model."""
     try:
@@ -63,17 +75,40 @@ def initial_params(source: str, abstract_params, shardings):
                         params, shardings)
 
 
+def flat_items(tree: dict, prefix: str = '') -> dict:
+    """{'a.b': value} for every leaf of a nested dict."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat_items(value, f'{prefix}{key}.'))
+        else:
+            out[f'{prefix}{key}'] = value
+    return out
+
+
+def resume_conflicts(saved: dict, now: dict) -> list[str]:
+    """Each key whose change would alter the saved run's trajectory, with both values."""
+    old, new = flat_items(saved), flat_items(now)
+    extendable = all(c['optim']['schedule'] == 'constant' and c['train']['steps'] >= c['optim']['warmup_steps']
+                     for c in (saved, now))
+    conflicts = []
+    for key in sorted(set(old) | set(new)):
+        if key in config.REMOVED or key in RESUME_MAY_CHANGE or (extendable and key in RESUME_MAY_EXTEND):
+            continue
+        if old.get(key, '<absent>') != new.get(key, '<absent>'):
+            conflicts.append(f'{key}: saved {old.get(key, "<absent>")!r}, now {new.get(key, "<absent>")!r}')
+    return conflicts
+
+
 def check_same_run(path: Path, cfg) -> None:
-    """Refuse to resume a workdir that holds a different model or data."""
+    """Refuse to resume a workdir with a config that would change its trajectory."""
     if not path.exists():
         return
-    saved = json.loads(path.read_text())
-    now = cfg.to_dict()
-    diffs = [f'{key}: saved {saved.get(key)!r}, now {now[key]!r}'
-             for key in RESUME_MUST_MATCH if saved.get(key) != now[key]]
-    if diffs:
-        raise ConfigError([f'workdir {path.parent} holds a run with a different config '
-                           f'({"; ".join(diffs)}); use a new --workdir'])
+    conflicts = resume_conflicts(json.loads(path.read_text()), cfg.to_dict())
+    if conflicts:
+        allowed = ', '.join(RESUME_MAY_CHANGE) + f' (and {", ".join(RESUME_MAY_EXTEND)} under a constant schedule)'
+        raise ConfigError([f'workdir {path.parent} holds a run this config would change: {"; ".join(conflicts)}. '
+                           f'Use a new --workdir; a resumed run may change only {allowed}'])
 
 
 def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
@@ -157,11 +192,17 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
         progress.note(f'eval at step {step}: ' + ' | '.join(f'{k[5:]} {v:.4f}' for k, v in result.items()))
         return result
 
-    status, last_train, last_eval = 'completed', {}, {}
-    pending, interval_start = [], time.perf_counter()
+    status, last_train, last_eval, diverged_at = 'completed', {}, {}, None
+    pending = []
     timed_steps, timed_s = 0, 0.0
     step = start
     progress.restart_clock(start)
+    timer = metrics.StepTimer()
+
+    def finished_steps() -> None:
+        """Wait for the dispatched steps, so their compute counts as step time, not as what follows."""
+        jax.block_until_ready(state)
+
     with stop_on_signals() as stop:
         while step < total_steps:
             if profile_steps and step == profile_steps[0]:
@@ -176,7 +217,7 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
                 progress.note(f'profile of steps {profile_steps[0]}..{step - 1} in {workdir / "profile"}')
             if step % cfg.train.log_every == 0 or step == total_steps:
                 values = jax.device_get(pending)
-                seconds = time.perf_counter() - interval_start
+                seconds = timer.lap()
                 timed_steps, timed_s = timed_steps + len(values), timed_s + seconds
                 last_train = {
                     'step': step,
@@ -192,25 +233,34 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
                 progress.report(step, {'loss': f'{last_train["loss"]:.4f}',
                                        'tok/s': f'{last_train["throughput"]:,.0f}',
                                        'MFU': f'{100 * last_train["mfu"]:.1f}%' if peak else 'n/a'})
+                diverged_at = first_nonfinite_step(values, step)
                 pending = []
-                if not math.isfinite(last_train['loss']):
-                    status = 'diverged'
-                    progress.note(f'loss is {last_train["loss"]} at step {step}: stopping')
-                    break
-                interval_start = time.perf_counter()
+            elif ckpt.should_save(step):  # a checkpoint must not hold a non-finite state
+                diverged_at = first_nonfinite_step(jax.device_get(pending), step)
+            if diverged_at is not None:
+                status = 'diverged'
+                progress.note(f'the loss stopped being finite at step {diverged_at}: stopping; the last '
+                              f'checkpoint, step {ckpt.latest_step()}, holds finite parameters')
+                break
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total_steps:
-                last_eval = evaluate(step)
-                interval_start = time.perf_counter()
-            ckpt.save(step, state, record_at(step))
+                finished_steps()
+                with timer.apart('eval'):
+                    last_eval = evaluate(step)
+            if ckpt.should_save(step):
+                finished_steps()
+                with timer.apart('checkpoint'):
+                    ckpt.save(step, state, record_at(step))
             if should_stop(stop, step):
                 status = 'preempted'
                 progress.note(f'stop requested: checkpointing step {step} and exiting')
                 break
-        if status != 'diverged' and ckpt.latest_step() != step:
-            ckpt.save(step, state, record_at(step), force=True)
-        ckpt.wait()
+        with timer.apart('checkpoint'):
+            if status != 'diverged' and ckpt.latest_step() != step:
+                ckpt.save(step, state, record_at(step), force=True)
+            ckpt.wait()
         if status == 'completed':
-            last_eval = evaluate(step)
+            with timer.apart('eval'):
+                last_eval = evaluate(step)
     ckpt.close()
 
     final = record_at(step)
@@ -222,8 +272,11 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
         tokens_per_s=timed_steps * tokens_per_step / timed_s if timed_s else None,
         mfu=timed_steps * flops_per_step / timed_s / peak if timed_s and peak else None,
         compile_time_s=compile_s, wall_time_s=final['wall_time_s'],
+        eval_time_s=timer.apart_s['eval'], checkpoint_time_s=timer.apart_s['checkpoint'],
         topology=topology, model=cfg.model.name, data=source.describe(),
     )
+    if diverged_at is not None:
+        summary['diverged_at_step'] = diverged_at
     if 'train_tokens' in summary['data']:  # passes over the training split
         summary['epochs'] = final['tokens'] / summary['data']['train_tokens']
     if is_main:

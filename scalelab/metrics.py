@@ -1,11 +1,14 @@
 """metrics.jsonl and the console progress line (both from process 0 only)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import time
 from pathlib import Path
+
+clock = time.perf_counter  # what StepTimer reads (tests put a fake clock here)
 
 
 class MetricsLog:
@@ -39,6 +42,35 @@ def write_json(path: Path, obj: dict) -> None:
     tmp = Path(path).with_suffix('.tmp')
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + '\n')
     tmp.replace(path)
+
+
+class StepTimer:
+    """Seconds spent on training steps, with evaluation and checkpoint time kept apart.
+
+    `lap()` returns the step time since the previous lap, less whatever ran
+    inside `apart(...)` in between, so a log line's throughput counts exactly
+    the steps it reports. The caller makes the steps finish before an
+    `apart` (block_until_ready), so their compute lands in the step time."""
+
+    def __init__(self):
+        self.mark, self.excluded = clock(), 0.0
+        self.apart_s = {'eval': 0.0, 'checkpoint': 0.0}
+
+    @contextlib.contextmanager
+    def apart(self, what: str):
+        start = clock()
+        try:
+            yield
+        finally:
+            seconds = clock() - start
+            self.excluded += seconds
+            self.apart_s[what] += seconds
+
+    def lap(self) -> float:
+        now = clock()
+        seconds = now - self.mark - self.excluded
+        self.mark, self.excluded = now, 0.0
+        return seconds
 
 
 class Progress:

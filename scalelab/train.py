@@ -132,9 +132,12 @@ def train_step(spec: StepSpec, state: TrainState, batch: dict) -> tuple[TrainSta
         grads = jax.tree.map(lambda g: g / spec.microbatches, grads)
 
     updates, opt_state = spec.tx.update(grads, state['opt_state'], params)
-    new_state = {'step': state['step'] + 1, 'params': optax.apply_updates(params, updates),
-                 'model_state': model_state, 'opt_state': opt_state}
-    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'lr': spec.lr(state['step'])}
+    new_params = optax.apply_updates(params, updates)
+    new_state = {'step': state['step'] + 1, 'params': new_params, 'model_state': model_state, 'opt_state': opt_state}
+    grad_norm = optax.tree.norm(grads)
+    # One flag a step, so no checkpoint is ever saved from a non-finite state (the loop reads it).
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(new_params))
+    metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': spec.lr(state['step']), 'finite': finite}
     return new_state, metrics
 
 

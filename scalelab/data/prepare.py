@@ -108,13 +108,15 @@ def all_texts(ds):
         yield from batch_texts(batch)
 
 
-def tokenize(ds, tok: tokenizer_lib.Tokenizer, num_proc: int, cache_file: Path, split: str):
-    """The non-empty documents as token ids and their UTF-8 byte counts."""
+def tokenize(ds, tok: tokenizer_lib.Tokenizer, num_proc: int, cache_file: Path, split: str, fingerprint: str):
+    """The non-empty documents as token ids and their UTF-8 byte counts. `fingerprint`
+    names the result for `datasets`, which would otherwise hash the tokenizer (seconds)."""
     def encode(batch):
         texts = [t for t in batch_texts(batch) if t]
         return {'ids': tok.encode_batch(texts), 'n_bytes': [len(t.encode('utf-8')) for t in texts]}
     return ds.map(encode, batched=True, batch_size=64, num_proc=min(num_proc, len(ds)) if num_proc > 1 else None,
-                  remove_columns=ds.column_names, cache_file_name=str(cache_file), desc=f'tokenize {split}')
+                  remove_columns=ds.column_names, cache_file_name=str(cache_file), desc=f'tokenize {split}',
+                  new_fingerprint=f'{fingerprint}-{split}')
 
 
 class ShardWriter:
@@ -213,7 +215,7 @@ def prepare(inputs: list[str], tokenizer: str, out: str | Path, *, pattern: str 
         dtype = corpus.token_dtype(tok.vocab_size)
         splits = {}
         for split in corpus.SPLITS:
-            ids = tokenize(docs[split], tok, num_proc, cache / f'{split}.arrow', split)
+            ids = tokenize(docs[split], tok, num_proc, cache / f'{split}.arrow', split, fp[:16])
             splits[split] = write_split(ids, ShardWriter(out, split, dtype, shard_tokens), tok.eos_id)
             splits[split]['empty_documents_skipped'] = len(docs[split]) - splits[split]['documents']
             if not splits[split]['tokens']:
