@@ -38,7 +38,7 @@ def base_config(model: str = 'transformer', data: str | None = None) -> ConfigDi
         global_batch=16,
         steps=1000,           # used unless tokens or flops is positive
         tokens=0.0,           # training duration in tokens, or examples for non-sequence data (overrides steps)
-        flops=0.0,            # training duration in model FLOPs (overrides steps when > 0)
+        flops=0.0,            # training duration as compute C = 6 N D (flops.FLOP_CONVENTION; overrides steps)
         microbatches=1,       # gradient accumulation: global_batch is split into this many
         compute_dtype='float32',
         log_every=10,
@@ -69,19 +69,14 @@ def resolve(cfg: ConfigDict, num_devices: int) -> ConfigDict:
     out.mesh.update(parallel.mesh_shape(out.mesh, num_devices))
     spec = data_lib.spec(out.data)
     models.resolve(out.model, spec)
-    tokens_per_step = out.train.global_batch * tokens_per_example(spec)
-    if out.train.flops > 0:
-        per_step = flops.train_flops_per_step(out.model, spec, out.train.global_batch)
+    tokens_per_step = out.train.global_batch * flops.tokens_per_example(spec)
+    if out.train.flops > 0:  # a compute budget, in the scaling-law convention (flops.FLOP_CONVENTION)
+        per_step = flops.scaling_flops_per_step(out.model, spec, out.train.global_batch)
         out.train.steps = max(1, math.ceil(out.train.flops / per_step))
     elif out.train.tokens > 0:
         out.train.steps = max(1, math.ceil(out.train.tokens / tokens_per_step))
     out.lock()
     return out
-
-
-def tokens_per_example(spec) -> int:
-    """Sequence positions per example for language models; 1 otherwise."""
-    return spec.input_shape[0] if spec.task == 'lm' else 1
 
 
 def validate(cfg: ConfigDict, num_devices: int) -> None:

@@ -4,6 +4,12 @@ Counting conventions (Kaplan et al. 2020): a multiply-add is 2 FLOPs; the
 backward pass costs twice the forward, so training is 3x forward (about 6N
 per token). Embedding parameters are the token and position tables and an
 untied output head; everything else is non-embedding.
+
+Two kinds of FLOPs, never mixed:
+- counted FLOPs (`train_flops_per_step`): every matmul, attention's context
+  and the head included. They measure the hardware: MFU, throughput.
+- scaling FLOPs (FLOP_CONVENTION, `scaling_params`): C = 6 N D, the compute of
+  every budget, sweep table and scaling-law fit, and of `train.flops`.
 """
 from __future__ import annotations
 
@@ -42,6 +48,29 @@ def transformer_params(cfg) -> dict[str, int]:
     embedding += cfg.max_len * d if cfg.position == 'learned' else 0
     embedding += 0 if cfg.tie_embeddings else d * vocab
     return {'total': embedding + non_embedding, 'embedding': embedding, 'non_embedding': non_embedding}
+
+
+# The compute convention of scaling fits: Kaplan's and Hoffmann's C = 6 N D, with the output
+# head counted in N (Porian et al. 2024: leaving the head's FLOPs out shifts the fitted
+# exponents, most at small sizes, where the head is a large share of the compute).
+# Attention's context FLOPs stay out of C, as in all three. D is always the tokens trained.
+FLOP_CONVENTION = ('C = 6 N D; N = non-embedding parameters + the output head (d_model x vocab, tied or not); '
+                   'D = tokens trained')
+
+
+def head_params(model_cfg) -> int:
+    """A language model's output head (its matmul runs whether or not it is tied to the input
+    embedding); 0 for families whose last layer is already non-embedding."""
+    if model_cfg.name == 'transformer':
+        return model_cfg.d_model * model_cfg.vocab_size
+    if model_cfg.name == 'lstm':
+        return (model_cfg.d_hidden + 1) * model_cfg.vocab_size
+    return 0
+
+
+def scaling_params(counts: dict[str, int], model_cfg) -> int:
+    """N of FLOP_CONVENTION: non-embedding parameters plus the output head."""
+    return counts['non_embedding'] + head_params(model_cfg)
 
 
 # --- other families, term by term (models/<family>.py) ------------------------
@@ -184,7 +213,19 @@ def forward_flops_per_example(model_cfg, spec, causal: bool = True) -> float:
 
 
 def train_flops_per_step(model_cfg, spec, global_batch: int) -> float:
+    """Counted FLOPs of one training step (for MFU)."""
     return 3.0 * global_batch * forward_flops_per_example(model_cfg, spec)
+
+
+def tokens_per_example(spec) -> int:
+    """Sequence positions per example for language models; 1 otherwise (D counts examples)."""
+    return spec.input_shape[0] if spec.task == 'lm' else 1
+
+
+def scaling_flops_per_step(model_cfg, spec, global_batch: int) -> float:
+    """FLOP_CONVENTION's C of one step: 6 N per token (or example)."""
+    n = scaling_params(param_counts(model_cfg, spec), model_cfg)
+    return 6.0 * n * global_batch * tokens_per_example(spec)
 
 
 # --- device peaks ------------------------------------------------------------

@@ -164,9 +164,10 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
     compile_s = time.perf_counter() - compile_start
 
     param_counts = flops.count_params(abstract_state['params'], models.family(cfg.model.name).EMBEDDING_PARAMS)
+    param_counts['with_head'] = flops.scaling_params(param_counts, cfg.model)  # N of flops.FLOP_CONVENTION
     model_state_size = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state['model_state']))
     flops_per_step = flops.train_flops_per_step(cfg.model, spec, batch_size)
-    tokens_per_step = batch_size * config.tokens_per_example(spec)
+    tokens_per_step = batch_size * flops.tokens_per_example(spec)
     peak = flops.total_peak_flops(devices, cfg.train.compute_dtype)
     topology = dict(mesh=dict(cfg.mesh), num_devices=len(devices), num_processes=jax.process_count(),
                     platform=devices[0].platform, device_kind=devices[0].device_kind)
@@ -269,6 +270,7 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
         train_loss=last_train.get('loss'), **last_eval,
         params=param_counts, model_state_size=model_state_size, flops_per_step=flops_per_step, flops=final['flops'],
         tokens_per_step=tokens_per_step, tokens=final['tokens'],
+        scaling_flops=6.0 * param_counts['with_head'] * final['tokens'], flop_convention=flops.FLOP_CONVENTION,
         tokens_per_s=timed_steps * tokens_per_step / timed_s if timed_s else None,
         mfu=timed_steps * flops_per_step / timed_s / peak if timed_s and peak else None,
         compile_time_s=compile_s, wall_time_s=final['wall_time_s'],

@@ -312,11 +312,14 @@ def group_budgets(C: np.ndarray, rel_tol: float = 0.05) -> np.ndarray:
     return labels
 
 
-def fit_isoflop(N, C, loss, *, rel_tol: float = 0.05, min_points: int = 3) -> IsoFlop:
+def fit_isoflop(N, C, loss, D=None, *, rel_tol: float = 0.05, min_points: int = 3) -> IsoFlop:
     """Chinchilla Approach 2: a parabola in log N per compute budget, then
-    least squares of log N_opt and log D_opt (D = C / 6N) on log C."""
+    least squares of log N_opt and log D_opt on log C. D_opt comes from the
+    tokens trained, `D` (log D is linear in log N within a budget, read at
+    N_opt), so it holds whatever FLOP count C is; without D, D = C / 6N."""
     N, C, loss = (np.asarray(v, float) for v in (N, C, loss))
     _check('fit_isoflop', N, C, loss)
+    D = C / (6 * N) if D is None else np.asarray(D, float)
     labels = group_budgets(C, rel_tol)
     budgets = []
     for label in np.unique(labels):
@@ -331,7 +334,9 @@ def fit_isoflop(N, C, loss, *, rel_tol: float = 0.05, min_points: int = 3) -> Is
         if c2 <= 0:
             continue  # no minimum: the budget's sizes do not bracket its optimum
         x_opt = -c1 / (2 * c2)
+        d_slope, d_at_center = np.polyfit(logN - center, np.log(D[rows]), 1)
         budgets.append({'C': float(np.exp(np.log(C[rows]).mean())), 'N_opt': float(np.exp(center + x_opt)),
+                        'D_opt': float(np.exp(d_at_center + d_slope * x_opt)),
                         'loss_opt': float(c0 + c1 * x_opt + c2 * x_opt ** 2), 'points': int(rows.sum()),
                         'coefficients': [float(c2), float(c1), float(c0)], 'log_N_center': float(center),
                         'bracketed': bool(logN.min() < center + x_opt < logN.max())})
@@ -341,5 +346,5 @@ def fit_isoflop(N, C, loss, *, rel_tol: float = 0.05, min_points: int = 3) -> Is
     logC = np.log([b['C'] for b in budgets])
     logN_opt = np.log([b['N_opt'] for b in budgets])
     a, log_kN = np.polyfit(logC, logN_opt, 1)
-    b, log_kD = np.polyfit(logC, logC - np.log(6) - logN_opt, 1)
+    b, log_kD = np.polyfit(logC, np.log([budget['D_opt'] for budget in budgets]), 1)
     return IsoFlop(budgets, float(a), float(np.exp(log_kN)), float(b), float(np.exp(log_kD)))

@@ -13,7 +13,7 @@ from ml_collections import ConfigDict
 
 from scalelab import flops
 
-COUNTS = ('non_embedding', 'total')
+COUNTS = ('non_embedding', 'total', 'with_head')  # with_head: flops.scaling_params
 
 
 def default_rule() -> ConfigDict:
@@ -35,7 +35,8 @@ def shape_for(model_cfg, n_layers: int, d_model: int, rule) -> ConfigDict:
 
 
 def count(model_cfg, rule) -> int:
-    return flops.transformer_params(model_cfg)[rule.count]
+    counts = flops.transformer_params(model_cfg)
+    return flops.scaling_params(counts, model_cfg) if rule.count == 'with_head' else counts[rule.count]
 
 
 def solve_transformer(target: float, model_cfg, rule) -> ConfigDict:

@@ -1,6 +1,7 @@
 """Kill at any moment and start again: same final parameters as an uninterrupted run."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,5 +118,31 @@ def restore_on_mesh(cfg, workdir):
 
 def test_resume_refuses_a_different_model(tmp_path):
     loop.run(tiny_lm(**{'train.steps': 2}), tmp_path)
-    with pytest.raises(ValueError, match=r'different config \(model: saved'):
-        loop.run(tiny_lm(**{'train.steps': 4, 'model.d_model': 64}), tmp_path)
+    with pytest.raises(ValueError, match=r'would change: model.d_ff: saved 64, now 128; model.d_model: saved 32, '
+                                         r'now 64\. Use a new --workdir') as info:
+        loop.run(tiny_lm(**{'train.steps': 2, 'model.d_model': 64, 'model.d_ff': 128}), tmp_path)
+    assert len(str(info.value)) < 600  # the keys that differ, not both model sections
+
+
+@pytest.mark.parametrize('overrides, named', [
+    ({'optim.learning_rate': 3e-2}, 'optim.learning_rate: saved 0.01, now 0.03'),
+    ({'train.global_batch': 32}, 'train.global_batch: saved 16, now 32'),
+    ({'optim.schedule': 'constant'}, "optim.schedule: saved 'cosine', now 'constant'"),
+    ({'train.steps': 8}, 'train.steps: saved 4, now 8'),  # a cosine schedule's length is part of it
+    ({'data.eval_tokens': 2048}, 'data.eval_tokens: saved 1024, now 2048'),
+])
+def test_resume_refuses_what_would_change_the_trajectory(tmp_path, overrides, named):
+    loop.run(tiny_lm(**{'train.steps': 4}), tmp_path)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        loop.run(tiny_lm(**{'train.steps': 4, **overrides}), tmp_path)
+
+
+def test_resume_allows_cadence_changes_and_a_longer_constant_schedule(tmp_path):
+    constant = {'optim.schedule': 'constant', 'train.steps': 4}
+    loop.run(tiny_lm(**constant), tmp_path)
+    summary = loop.run(tiny_lm(**{**constant, 'train.steps': 6, 'train.log_every': 2, 'train.eval_every': 3,
+                                  'checkpoint.every_steps': 2, 'checkpoint.keep': 1}), tmp_path)
+    assert summary['status'] == 'completed' and summary['step'] == 6
+    assert loop.resume_conflicts({'optim': {'schedule': 'constant', 'warmup_steps': 10}, 'train': {'steps': 4}},
+                                 {'optim': {'schedule': 'constant', 'warmup_steps': 10}, 'train': {'steps': 20}}) \
+        == ['train.steps: saved 4, now 20']  # still inside the warmup: the ramp would change

@@ -140,3 +140,43 @@ def test_tiny_sweep_killed_midway_resumes_and_skips_finished_points(tmp_path):
     assert losses[0] > losses[1] > losses[2]  # bigger models, lower loss, even after 32 steps
     assert json.loads((workdir / 'fit.json').read_text())['law'] == 'power'
     assert (workdir / 'scaling.png').exists()
+
+
+def test_isoflop_on_a_sweeps_own_table_recovers_the_true_exponent(tmp_path):
+    """Points of real transformer shapes, each 'trained' on D = C / 6N tokens for budgets C,
+    with the loss of a known Chinchilla law in (N with the head, D). The table results.collect
+    writes from their summaries (the counted FLOPs, attention included, differ from 6ND by
+    1-12% across these sizes) must give back the law's N_opt exponent within 0.02."""
+    from scalelab import config, flops, scaling
+    from scalelab import data as data_lib
+    from tests.helpers import tiny_lm
+    truth = scaling.Chinchilla(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.28)
+    a_true = truth.beta / (truth.alpha + truth.beta)  # N_opt ∝ C^a_true
+    sweep = points_lib.default_config()
+    shapes = [(d, layers) for d in (16, 24, 32, 48, 64, 96, 128, 192, 256) for layers in (2, 4)]
+    points = []
+    for budget, n_center in enumerate(np.geomspace(4e4, 4e5, 4)):
+        C = 6 * (n_center / truth.G) ** (1 / a_true)  # the budget whose optimum is n_center
+        for d_model, n_layers in shapes:
+            cfg = tiny_lm(**{'model.d_model': d_model, 'model.n_layers': n_layers, 'model.n_heads': d_model // 8,
+                             'model.d_ff': 4 * d_model})
+            point = points_lib.Point(f'b{budget}-d{d_model}-l{n_layers}', {}, {}, config.resolve(cfg, 8))
+            n = points_lib.count(point.config, 'with_head')
+            if not 0.2 < n / n_center < 5:
+                continue
+            tokens = C / (6 * n)
+            counted_per_token = flops.train_flops_per_step(point.config.model, data_lib.spec(
+                point.config.data), 1) / point.config.data.seq_len
+            summary = {'status': 'completed', 'params': {'total': n, 'embedding': 0}, 'tokens': tokens,
+                       'flops': counted_per_token * tokens, 'eval_loss': float(truth.predict(n, tokens))}
+            (tmp_path / 'points' / point.name).mkdir(parents=True)
+            (tmp_path / 'points' / point.name / 'summary.json').write_text(json.dumps(summary))
+            points.append(point)
+    rows = results.collect(sweep, points, tmp_path)
+    ratios = [float(r['C_counted']) / float(r['C']) for r in rows]
+    assert max(ratios) / min(ratios) > 1.08  # counted FLOPs / 6ND varies with the size: the convention matters
+    assert {r['flop_convention'] for r in rows} == {flops.FLOP_CONVENTION}
+    fit = results.fit_table(results.table(rows), 'isoflop', bootstrap=0)
+    assert len(fit.law.budgets) == 4
+    assert fit.law.a == pytest.approx(a_true, abs=0.02)
+    assert fit.law.b == pytest.approx(1 - a_true, abs=0.02)

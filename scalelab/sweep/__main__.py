@@ -86,7 +86,7 @@ def sweep_main() -> int:
     runtime.configure(cpu_devices=_CPU_DEVICES.value)
     import jax
 
-    from scalelab import config
+    from scalelab import flops
     from scalelab import data as data_lib
     from scalelab.sweep import points as points_lib
     from scalelab.sweep import results, runner
@@ -99,16 +99,16 @@ def sweep_main() -> int:
             print(points_lib.shell(points_lib.run_command(sweep, point, runner.point_dir(workdir, point), extra)))
         return 0
     print(f'{len(points)} points (N = {sweep.shape.count} parameters):')
-    print(f'{"name":<28} {"d_model":>7} {"layers":>6} {"N":>11} {"tokens":>10} {"steps":>6} {"FLOPs":>9}  done')
+    print(f'{"name":<28} {"d_model":>7} {"layers":>6} {"N":>11} {"tokens":>10} {"steps":>6} {"C=6ND":>9}  done')
     for point in points:
         c = point.config
         n = points_lib.count(c, sweep.shape.count)
         done = runner.is_finished(runner.point_dir(workdir, point), point)
         print(f'{point.name:<28} {c.model.d_model:>7} {c.model.n_layers:>6} {n:>11,} '
-              f'{c.train.steps * c.train.global_batch * config.tokens_per_example(data_lib.spec(c.data)):>10.3g} '
+              f'{c.train.steps * c.train.global_batch * flops.tokens_per_example(data_lib.spec(c.data)):>10.3g} '
               f'{c.train.steps:>6} '
               f'{points_lib.planned_flops(point):>9.3g}  {"yes" if done else ""}')
-    print(f'total {sum(points_lib.planned_flops(p) for p in points):.3g} FLOPs')
+    print(f'total {sum(points_lib.planned_flops(p) for p in points):.3g} FLOPs ({flops.FLOP_CONVENTION})')
     if _DRY_RUN.value:
         return 0
 

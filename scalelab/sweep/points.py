@@ -35,6 +35,7 @@ def default_config() -> ConfigDict:
     cfg.fit = ConfigDict(dict(
         law='power',          # power: L(N); chinchilla: L(N, D); isoflop: Chinchilla Approach 2
         metric='eval_loss',   # summary.json field fitted as the loss
+        count='with_head',    # results.csv's N: with_head (flops.FLOP_CONVENTION), non_embedding or total
         bootstrap=200,        # resamples for confidence bands and standard errors
     ))
     return cfg
@@ -120,15 +121,18 @@ def expand(sweep: ConfigDict, num_devices: int) -> list[Point]:
 
 
 def count(cfg: ConfigDict, which: str) -> int:
+    """A parameter count of cfg's model: non_embedding, total or with_head (flops.scaling_params)."""
     model = ConfigDict(cfg.model.to_dict())
     spec = data_lib.spec(cfg.data)
     models.resolve(model, spec)
-    return flops.param_counts(model, spec)[which]
+    counts = flops.param_counts(model, spec)
+    return flops.scaling_params(counts, model) if which == 'with_head' else counts[which]
 
 
 def planned_flops(point: Point) -> float:
+    """The point's compute C = 6 N D (flops.FLOP_CONVENTION)."""
     c = point.config
-    return c.train.steps * flops.train_flops_per_step(c.model, data_lib.spec(c.data), c.train.global_batch)
+    return c.train.steps * flops.scaling_flops_per_step(c.model, data_lib.spec(c.data), c.train.global_batch)
 
 
 def run_command(sweep: ConfigDict, point: Point, workdir: Path, extra: tuple[str, ...] = ()) -> list[str]:

@@ -2,6 +2,10 @@
 
 A table is columns of numbers: N (parameters), loss, and D (tokens) or C
 (FLOPs) where the law needs them; D = C / 6N or C = 6ND fills the other.
+A sweep's own table follows flops.FLOP_CONVENTION, recorded in its
+flop_convention column: N counts the output head (fit.count='with_head'), D is
+the tokens each point trained, C = 6 N D; the counted FLOPs (attention included,
+for MFU) are the separate C_counted column, never fitted.
 """
 from __future__ import annotations
 
@@ -12,25 +16,30 @@ from pathlib import Path
 
 import numpy as np
 
-from scalelab import scaling
+from scalelab import flops, scaling, shapes
 from scalelab.sweep import points as points_lib
 from scalelab.sweep import runner
 
-FIXED_COLUMNS = ('name', 'status', 'N', 'N_total', 'N_embedding', 'D', 'C', 'loss', 'train_loss', 'steps',
-                 'd_model', 'n_layers', 'n_heads', 'wall_time_s')
+FIXED_COLUMNS = ('name', 'status', 'N', 'N_with_head', 'N_total', 'N_embedding', 'D', 'C', 'C_counted', 'loss',
+                 'train_loss', 'steps', 'd_model', 'n_layers', 'n_heads', 'wall_time_s', 'flop_convention')
 
 
 def collect(sweep, points: list[points_lib.Point], workdir: Path) -> list[dict]:
-    """One row per point; N is the count the sweep's shape rule targets."""
+    """One row per point; N is the count fit.count names, D the tokens trained, C = 6 N_with_head D."""
+    if sweep.fit.count not in shapes.COUNTS:
+        raise ValueError(f'fit.count={sweep.fit.count!r}: not one of {", ".join(shapes.COUNTS)}')
     rows = []
     for point in points:
         summary = runner.read_summary(runner.point_dir(workdir, point)) or {}
         params = summary.get('params', {})
         model = point.config.model
+        n_with_head, tokens = points_lib.count(point.config, 'with_head'), summary.get('tokens')
         rows.append({
             'name': point.name, 'status': summary.get('status', 'missing'),
-            'N': params.get(sweep.shape.count), 'N_total': params.get('total'),
-            'N_embedding': params.get('embedding'), 'D': summary.get('tokens'), 'C': summary.get('flops'),
+            'N': points_lib.count(point.config, sweep.fit.count), 'N_with_head': n_with_head,
+            'N_total': params.get('total'), 'N_embedding': params.get('embedding'), 'D': tokens,
+            'C': None if tokens is None else 6.0 * n_with_head * tokens, 'C_counted': summary.get('flops'),
+            'flop_convention': flops.FLOP_CONVENTION,
             'loss': summary.get(sweep.fit.metric), 'train_loss': summary.get('train_loss'),
             'steps': summary.get('step'), 'd_model': model.d_model, 'n_layers': model.n_layers,
             'n_heads': model.n_heads, 'wall_time_s': summary.get('wall_time_s'),
@@ -110,7 +119,7 @@ def fit_table(data: dict[str, np.ndarray], law: str, *, bootstrap: int = 200, se
         return _fit_chinchilla(data, bootstrap, seed, level)
     if law == 'isoflop':
         _require(data, 'C', law)
-        iso = scaling.fit_isoflop(data['N'], data['C'], data['loss'])
+        iso = scaling.fit_isoflop(data['N'], data['C'], data['loss'], data.get('D'))
         return Fit({'law': 'isoflop', 'formula': iso.describe(), 'params': iso.params(),
                     'budgets': iso.budgets, 'rows': int(len(data['N']))}, law=iso)
     raise ValueError(f'--law={law!r}: not one of {", ".join(points_lib.LAWS)}')
