@@ -85,7 +85,10 @@ def test_all_problems_are_reported_together():
 def test_duration_in_tokens_or_flops_derives_steps():
     tokens = config.resolve(tiny_lm(**{'train.tokens': 5120.0}), 8)
     assert tokens.train.steps == 5120 // (16 * 32)
-    per_step = 3 * 16 * 32 * (2 * (2 * (4 * 32 * 32 + 2 * 32 * 64) + 32 * 256) + 2 * 4 * 32 * 32 * 0.5)
+    # a budget is C = 6 N D (flops.FLOP_CONVENTION): N = 2 layers x (2 norms + q, k, v, o + MLP) + the final
+    # norm + the head (32 x 256); D = 16 x 32 tokens a step
+    n = 2 * (2 * 32 + 4 * 32 * 32 + 2 * 32 * 64) + 32 + 32 * 256
+    per_step = 6 * n * 16 * 32
     by_flops = config.resolve(tiny_lm(**{'train.flops': 7 * per_step}), 8)
     assert by_flops.train.steps == 7
     assert 'give the duration one way only' in problems_of(tiny_lm(**{'train.tokens': 1.0, 'train.flops': 1.0}))

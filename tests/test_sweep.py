@@ -66,7 +66,10 @@ def test_bad_sweep_axes_are_named(monkeypatch):
 def test_dry_run_and_emitted_commands(tmp_path):
     dry = sweep_cli('--config', TINY, f'--workdir={tmp_path}', '--dry-run')
     assert dry.returncode == 0, dry.stderr
-    assert '3 points' in dry.stdout and '6,224' in dry.stdout and 'total 1e+10 FLOPs' in dry.stdout
+    assert '3 points' in dry.stdout and '6,224' in dry.stdout
+    tokens = 32 * 16 * 32  # steps x batch x sequence
+    assert f'{6 * (6224 + 16 * 256) * tokens:.3g}' in dry.stdout  # C = 6 N D with the head (16 x 256) in N
+    assert 'total 9.34e+09 FLOPs (C = 6 N D' in dry.stdout
     assert not (tmp_path / 'points').exists()  # nothing trained
     emitted = sweep_cli('--config', TINY, f'--workdir={tmp_path}', '--emit-commands')
     lines = emitted.stdout.strip().splitlines()
