@@ -8,6 +8,7 @@ ignores, so resuming always starts from the last complete checkpoint.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import jax
@@ -16,8 +17,9 @@ import orbax.checkpoint as ocp
 
 class Checkpointer:
     def __init__(self, directory: str | Path, *, every_steps: int, keep: int, async_save: bool):
+        self.directory = Path(directory).absolute()
         self.manager = ocp.CheckpointManager(
-            Path(directory).absolute(),
+            self.directory,
             options=ocp.CheckpointManagerOptions(
                 save_interval_steps=every_steps,
                 enable_async_checkpointing=async_save,
@@ -42,6 +44,29 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), record=ocp.args.JsonRestore()))
         return restored.state, dict(restored.record)
+
+    def restore_newest(self, target, warn) -> tuple[int | None, tuple[object, dict] | None]:
+        """(step, (state, record)) of the newest checkpoint that restores, or (None, None).
+
+        One that fails (truncated, garbled, files missing) is moved, not deleted,
+        to checkpoints.unreadable/<step> with a warning naming it, and the next
+        older one is tried. With several processes a failure is raised as is:
+        they would have to agree on which one to skip.
+        """
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                return step, self.restore(step, target)
+            except Exception as e:  # orbax and tensorstore raise many kinds for damaged files
+                if jax.process_count() > 1:
+                    raise
+                aside = self.directory.parent / f'{self.directory.name}.unreadable' / str(step)
+                aside.parent.mkdir(exist_ok=True)
+                os.replace(self.directory / str(step), aside)
+                self.manager.reload()
+                first_line = (str(e).strip().splitlines() or [''])[0][:200]
+                warn(f'checkpoint {step} in {self.directory} cannot be restored ({type(e).__name__}: '
+                     f'{first_line}); moved it to {aside} and trying the next older one')
+        return None, None
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -151,8 +151,21 @@ def _positive(problems: list[str], path: str, value, allow_zero: bool = False) -
         problems.append(f'{path}={value}: must be {"non-negative" if allow_zero else "positive"}')
 
 
+def _non_finite(cfg: ConfigDict, prefix: str = '') -> list[str]:
+    """Every float key holding nan or inf (they pass the comparisons of the value checks)."""
+    problems = []
+    for key, value in cfg.items():
+        if isinstance(value, ConfigDict):
+            problems += _non_finite(value, f'{prefix}{key}.')
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(f'{prefix}{key}={value}: must be a finite number')
+    return problems
+
+
 def _value_problems(cfg: ConfigDict, num_devices: int) -> list[str]:
-    problems: list[str] = []
+    problems = _non_finite(cfg)
+    if problems:  # the checks below compare and divide these values
+        return problems
     family = models.family(cfg.model.name)
     for key in family.POSITIVE:
         _positive(problems, f'model.{key}', cfg.model[key])

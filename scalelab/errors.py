@@ -1,4 +1,7 @@
-"""The one exception a user should see for a run that cannot start."""
+"""The one exception a user should see for a run that cannot start, and the exit codes."""
+
+EXIT_USAGE = 2     # a bad command line or config: one line on stderr, nothing written
+EXIT_DIVERGED = 3  # the loss stopped being finite: the run ended, its last checkpoint finite; a result, not a crash
 
 
 class ConfigError(ValueError):

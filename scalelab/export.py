@@ -24,6 +24,7 @@ The file's metadata holds the model config as JSON under 'scalelab.model'.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -63,11 +64,19 @@ def arrange(flat: dict[str, np.ndarray], target) -> object:
     return jax.tree_util.tree_map_with_path(lambda path, leaf: flat[name(path)].astype(leaf.dtype), target)
 
 
-def save(path: str | Path, params, model_cfg: dict | None = None) -> None:
+def write_safetensors(arrays: dict[str, np.ndarray], path: str | Path, metadata: dict | None) -> None:
+    """safetensors' save_file, leaving the file readable as any other the user writes
+    (save_file creates it 0600)."""
     from safetensors.numpy import save_file
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def save(path: str | Path, params, model_cfg: dict | None = None) -> None:
     metadata = {METADATA_KEY: json.dumps(model_cfg)} if model_cfg is not None else None
-    save_file({k: np.ascontiguousarray(v) for k, v in flatten(jax.device_get(params)).items()}, str(path),
-              metadata=metadata)
+    write_safetensors(flatten(jax.device_get(params)), path, metadata)
 
 
 def load(path: str | Path) -> tuple[dict[str, np.ndarray], dict | None]:
@@ -117,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     flat = load_params_flat(args.workdir)
     model_cfg = json.loads((Path(args.workdir) / 'config.json').read_text())['model']
-    from safetensors.numpy import save_file
-    save_file(flat, args.out, metadata={METADATA_KEY: json.dumps(model_cfg)})
+    write_safetensors(flat, args.out, {METADATA_KEY: json.dumps(model_cfg)})
     print(f'wrote {len(flat)} arrays ({sum(v.size for v in flat.values()):,} parameters) to {args.out}')
     return 0
 

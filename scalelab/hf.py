@@ -202,8 +202,6 @@ def import_dir(source: str | Path, workdir: str | Path) -> dict:
 
 def export_dir(workdir: str | Path, out: str | Path) -> dict:
     """Write `out` for GPT2LMHeadModel.from_pretrained; returns the HF config written."""
-    from safetensors.numpy import save_file
-
     from scalelab import inference, metrics
     workdir, out = Path(workdir), Path(out)
     saved = inference.read_config(workdir)
@@ -212,7 +210,7 @@ def export_dir(workdir: str | Path, out: str | Path) -> dict:
     config = hf_config(model, tok)
     flat = to_hf(export.load_params_flat(workdir), model)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(flat, str(out / 'model.safetensors'), metadata={'format': 'pt'})
+    export.write_safetensors(flat, out / 'model.safetensors', {'format': 'pt'})
     metrics.write_json(out / 'config.json', config)
     tok.to_hf().save(str(out / 'tokenizer.json'))
     special = ({} if tok.eos_id is None else

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,8 +30,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Gloo reports every connection of every collective group it sets up (one line per device and
+# group): noise for a user, who sees a failed connection as the peer's error anyway.
+_GLOO_CONNECTED = re.compile(r'connected to \d+ peer ranks')  # its threads' lines may interleave
+
+
 def _pump(stream, prefix: str, out) -> None:
     for line in iter(stream.readline, ''):
+        if _GLOO_CONNECTED.search(line):
+            continue
         out.write(f'{prefix} {line}')
         out.flush()
 

@@ -7,7 +7,6 @@ checkpoint; SIGTERM or Ctrl-C saves a checkpoint and returns cleanly.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import threading
 import time
@@ -18,6 +17,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from scalelab import checkpoint, config, export, flops, metrics, models, parallel, tasks, train
+from scalelab import stop
+from scalelab import workdir as workdir_lib
 from scalelab import data as data_lib
 from scalelab.data import pipeline
 from scalelab.errors import ConfigError
@@ -38,14 +39,14 @@ def stop_on_signals():
     others waiting in a collective; there JAX's preemption service takes
     SIGTERM instead and names one step for all (see `should_stop`).
     """
-    flag = threading.Event()
     if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
-        yield flag
+        yield threading.Event()
         return
-    previous = {sig: signal.signal(sig, lambda *_: flag.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = stop.catch_signals()  # a request made during start-up (scalelab.stop) stays set
     try:
-        yield flag
+        yield stop.requested
     finally:
+        stop.requested.clear()  # honoured: a later run in this process starts afresh
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -104,7 +105,9 @@ def check_same_run(path: Path, cfg) -> None:
     """Refuse to resume a workdir with a config that would change its trajectory."""
     if not path.exists():
         return
-    conflicts = resume_conflicts(json.loads(path.read_text()), cfg.to_dict())
+    saved = workdir_lib.read_json(path, 'restore it, or delete it to resume with this command\'s config '
+                                        '(the checkpoints and metrics stay)')
+    conflicts = resume_conflicts(saved, cfg.to_dict())
     if conflicts:
         allowed = ', '.join(RESUME_MAY_CHANGE) + f' (and {", ".join(RESUME_MAY_EXTEND)} under a constant schedule)'
         raise ConfigError([f'workdir {path.parent} holds a run this config would change: {"; ".join(conflicts)}. '
@@ -120,8 +123,29 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
     devices = jax.devices() if devices is None else list(devices)
     cfg = config.resolve(cfg, len(devices))
     workdir = Path(workdir)
-    is_main = jax.process_index() == 0
+    workdir_lib.check_path(workdir)
     check_same_run(workdir / 'config.json', cfg)
+    is_main = jax.process_index() == 0
+    with workdir_lib.Lock(workdir) if is_main else contextlib.nullcontext():  # one process per workdir
+        done = completed_summary(workdir, cfg)
+        if done is not None:
+            if is_main:
+                print(f'{workdir}: already complete at step {done["step"]}; its summary.json is kept', flush=True)
+            return done
+        return _train(cfg, workdir, devices, profile_steps, session_start, is_main)
+
+
+def completed_summary(workdir: Path, cfg) -> dict | None:
+    """The summary of a run that already finished this config's steps, if there is one."""
+    path = workdir / 'summary.json'
+    if not path.exists():
+        return None
+    summary = workdir_lib.read_json(path, 'delete it: the run rebuilds it from its checkpoint and metrics.jsonl')
+    finished = summary.get('status') == 'completed' and summary.get('step') == cfg.train.steps
+    return summary if finished else None
+
+
+def _train(cfg, workdir: Path, devices, profile_steps, session_start: float, is_main: bool) -> dict:
     spec = data_lib.spec(cfg.data)
     source = data_lib.load(cfg.data, cfg.train.global_batch, cfg.seed)
     if cfg.model.get('attention') == 'cudnn' and devices[0].platform != 'gpu':
@@ -142,7 +166,8 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
     ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', every_steps=cfg.checkpoint.every_steps,
                                    keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
     progress = metrics.Progress(total_steps, 0, enabled=is_main)
-    start = ckpt.latest_step()
+    target = checkpoint.abstract_target(abstract_state, shardings)
+    start, restored = ckpt.restore_newest(target, warn=progress.warn)
     if start is None:
         start, prior = 0, {'wall_time_s': 0.0, 'tokens': 0, 'flops': 0.0}
         state = jax.jit(prepared.init, out_shardings=shardings)()
@@ -150,8 +175,7 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
             state['params'] = initial_params(cfg.train.init_from, abstract_state['params'], shardings['params'])
             progress.note(f'parameters from {cfg.train.init_from} (new optimizer state)')
     else:
-        state, record = ckpt.restore(start, checkpoint.abstract_target(abstract_state, shardings))
-        prior = record
+        state, prior = restored
         progress.note(f'resumed from step {start} (checkpoint in {workdir / "checkpoints"})')
 
     def abstract_batch(one_row):
@@ -171,7 +195,7 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
     peak = flops.total_peak_flops(devices, cfg.train.compute_dtype)
     topology = dict(mesh=dict(cfg.mesh), num_devices=len(devices), num_processes=jax.process_count(),
                     platform=devices[0].platform, device_kind=devices[0].device_kind)
-    log = metrics.MetricsLog(workdir / 'metrics.jsonl', enabled=is_main, resume_step=start)
+    log = metrics.MetricsLog(workdir / 'metrics.jsonl', enabled=is_main, resume_step=start, warn=progress.warn)
     progress.note(f'{cfg.model.name}: {param_counts["total"]:,} parameters '
                   f'({param_counts["non_embedding"]:,} non-embedding), {flops_per_step:.3g} FLOPs/step, '
                   f'mesh {topology["mesh"]}, compiled in {compile_s:.1f}s')
@@ -195,7 +219,6 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
 
     status, last_train, last_eval, diverged_at = 'completed', {}, {}, None
     pending = []
-    timed_steps, timed_s = 0, 0.0
     step = start
     progress.restart_clock(start)
     timer = metrics.StepTimer()
@@ -204,8 +227,11 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
         """Wait for the dispatched steps, so their compute counts as step time, not as what follows."""
         jax.block_until_ready(state)
 
-    with stop_on_signals() as stop:
-        while step < total_steps:
+    with stop_on_signals() as stop_requested:
+        if should_stop(stop_requested, step):  # a signal during start-up: nothing trained, nothing to save
+            status = 'preempted'
+            progress.note('stop requested during start-up: no step taken, nothing to save')
+        while step < total_steps and status == 'completed':
             if profile_steps and step == profile_steps[0]:
                 jax.profiler.start_trace(str(workdir / 'profile'))
             batch = pipeline.to_global(mesh, source.train_batch(step, rows), batch_size)
@@ -219,9 +245,9 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
             if step % cfg.train.log_every == 0 or step == total_steps:
                 values = jax.device_get(pending)
                 seconds = timer.lap()
-                timed_steps, timed_s = timed_steps + len(values), timed_s + seconds
                 last_train = {
                     'step': step,
+                    'interval_steps': len(values),
                     'loss': float(np.mean([v['loss'] for v in values])),
                     'lr': float(values[-1]['lr']),
                     'grad_norm': float(np.mean([v['grad_norm'] for v in values])),
@@ -251,28 +277,37 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
                 finished_steps()
                 with timer.apart('checkpoint'):
                     ckpt.save(step, state, record_at(step))
-            if should_stop(stop, step):
+            if should_stop(stop_requested, step):
                 status = 'preempted'
                 progress.note(f'stop requested: checkpointing step {step} and exiting')
                 break
         with timer.apart('checkpoint'):
-            if status != 'diverged' and ckpt.latest_step() != step:
+            if status != 'diverged' and ckpt.latest_step() != step and step > start:
                 ckpt.save(step, state, record_at(step), force=True)
             ckpt.wait()
         if status == 'completed':
-            with timer.apart('eval'):
-                last_eval = evaluate(step)
+            logged = [r for r in log.records() if r['step'] == step and 'eval_loss' in r]
+            if logged:  # killed after its final evaluation: keep that one, write none twice
+                last_eval = {k: v for k, v in logged[-1].items() if k.startswith('eval_')}
+            else:
+                with timer.apart('eval'):
+                    last_eval = evaluate(step)
     ckpt.close()
 
     final = record_at(step)
+    records = log.records()
+    if not last_train:  # nothing trained in this session: the run's last log line
+        last_train = next((r for r in reversed(records) if 'loss' in r and r['step'] <= step), {})
+    step_s = sum(r['interval_steps'] * tokens_per_step / r['throughput'] for r in records if 'interval_steps' in r)
+    run_steps = sum(r['interval_steps'] for r in records if 'interval_steps' in r)
     summary = dict(
         status=status, step=step, total_steps=total_steps,
         train_loss=last_train.get('loss'), **last_eval,
         params=param_counts, model_state_size=model_state_size, flops_per_step=flops_per_step, flops=final['flops'],
         tokens_per_step=tokens_per_step, tokens=final['tokens'],
         scaling_flops=6.0 * param_counts['with_head'] * final['tokens'], flop_convention=flops.FLOP_CONVENTION,
-        tokens_per_s=timed_steps * tokens_per_step / timed_s if timed_s else None,
-        mfu=timed_steps * flops_per_step / timed_s / peak if timed_s and peak else None,
+        tokens_per_s=run_steps * tokens_per_step / step_s if step_s else None,  # over every logged interval
+        mfu=run_steps * flops_per_step / step_s / peak if step_s and peak else None,
         compile_time_s=compile_s, wall_time_s=final['wall_time_s'],
         eval_time_s=timer.apart_s['eval'], checkpoint_time_s=timer.apart_s['checkpoint'],
         topology=topology, model=cfg.model.name, data=source.describe(),
@@ -283,6 +318,8 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
         summary['epochs'] = final['tokens'] / summary['data']['train_tokens']
     if is_main:
         metrics.write_json(workdir / 'summary.json', summary)
-    progress.note(f'{status} at step {step}: train loss {summary["train_loss"]}, '
-                  f'eval loss {summary.get("eval_loss")}; summary in {workdir / "summary.json"}')
+    figures = ', '.join(f'{name} {summary[key]:.4f}' for name, key in (('train loss', 'train_loss'),
+                        ('eval loss', 'eval_loss')) if isinstance(summary.get(key), float))
+    progress.note(f'{status} at step {step}: ' + (f'{figures}; ' if figures else '') +
+                  f'summary in {workdir / "summary.json"}')
     return summary

@@ -15,14 +15,23 @@ class MetricsLog:
     """Append-only JSONL, one object a line, each with its 'step'.
 
     On resume the lines a killed run wrote past its last checkpoint are
-    dropped, so the file reads as one uninterrupted run.
+    dropped, so the file reads as one uninterrupted run; so is a line a kill
+    left half-written (with a warning naming it).
     """
 
-    def __init__(self, path: Path, *, enabled: bool, resume_step: int):
+    def __init__(self, path: Path, *, enabled: bool, resume_step: int, warn=None):
         self.path, self.enabled = Path(path), enabled
         if enabled and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)['step'] <= resume_step]
+            kept = []
+            for number, line in enumerate(self.path.read_text().splitlines(), 1):
+                try:
+                    record = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:
+                    (warn or print)(f'{self.path}: line {number} is not whole JSON (a kill mid-write?); dropped: '
+                                    f'{line[:60]!r}')
+                    continue
+                if record is not None and record['step'] <= resume_step:
+                    kept.append(line)
             tmp = self.path.with_suffix('.tmp')
             tmp.write_text(''.join(line + '\n' for line in kept))
             tmp.replace(self.path)
@@ -31,6 +40,10 @@ class MetricsLog:
         if self.enabled:
             with self.path.open('a') as f:
                 f.write(json.dumps(record) + '\n')
+
+    def records(self) -> list[dict]:
+        """Every line written so far (process 0; others have none)."""
+        return read_jsonl(self.path) if self.enabled and self.path.exists() else []
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -98,6 +111,10 @@ class Progress:
     def note(self, message: str) -> None:
         if self.enabled:
             print(message, file=self.stream, flush=True)
+
+    def warn(self, message: str) -> None:
+        if self.enabled:
+            print(f'warning: {message}', file=sys.stderr, flush=True)
 
 
 def format_duration(seconds: float) -> str:

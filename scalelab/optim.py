@@ -1,6 +1,7 @@
 """Optimizer and learning-rate schedule from config, built from optax parts."""
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -37,7 +38,7 @@ def validate(cfg: ConfigDict) -> list[str]:
         problems.append(f'optim.name={cfg.name!r}: not one of {", ".join(OPTIMIZERS)}')
     if cfg.schedule not in SCHEDULES:
         problems.append(f'optim.schedule={cfg.schedule!r}: not one of {", ".join(SCHEDULES)}')
-    if not cfg.learning_rate > 0:
+    if math.isfinite(cfg.learning_rate) and not cfg.learning_rate > 0:  # nan and inf: config.validate
         problems.append(f'optim.learning_rate={cfg.learning_rate}: must be positive')
     for key in ('warmup_steps', 'weight_decay', 'grad_clip'):
         if cfg[key] < 0:

@@ -56,6 +56,8 @@ def byte_lm(size: str, corpus: str = '') -> ConfigDict:
     cfg.model.update(d_model=d_model, n_layers=n_layers, n_heads=n_heads)
     cfg.data.seq_len = seq_len
     cfg.train.update(global_batch=batch, steps=steps, log_every=20, eval_every=200)
+    if size == 'tiny':  # seconds, also on several processes, where each evaluation batch is a collective
+        cfg.data.eval_tokens = 16384
     cfg.optim.update(learning_rate=3e-3, warmup_steps=steps // 20, schedule='cosine', weight_decay=0.1)
     cfg.checkpoint.every_steps = 200
     return cfg

@@ -50,14 +50,16 @@ def main(argv: list[str]) -> int:
     from scalelab import distributed, loop
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                            heartbeat_s=_HEARTBEAT.value)
-    from scalelab.errors import ConfigError
+    from scalelab.errors import EXIT_DIVERGED, ConfigError
     try:
-        loop.run(_CONFIG.value, _WORKDIR.value, profile_steps=profile)
+        summary = loop.run(_CONFIG.value, _WORKDIR.value, profile_steps=profile)
     except ConfigError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    return 0
+    return EXIT_DIVERGED if summary['status'] == 'diverged' else 0
 
 
 if __name__ == '__main__':
+    from scalelab import stop
+    stop.catch_signals()  # from here on: loading the config file imports jax, which takes seconds
     app.run(main, flags_parser=cli.parse_flags)

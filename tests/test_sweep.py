@@ -104,7 +104,7 @@ def test_fit_command_refits_a_foreign_csv(tmp_path):
     path = tmp_path / 'foreign.csv'
     path.write_text('model_size,val_loss\n' + ''.join(f'{n},{l}\n' for n, l in zip(N, loss)))
     done = sweep_cli('fit', f'--results={path}', '--n_col=model_size', '--loss_col=val_loss', '--law=power',
-                     '--bootstrap=50')
+                     '--bootstrap=50', f'--out={tmp_path}')
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / 'fit.json').read_text())
     assert report['params']['alpha'] == pytest.approx(0.25, abs=0.005)
@@ -183,3 +183,13 @@ def test_isoflop_on_a_sweeps_own_table_recovers_the_true_exponent(tmp_path):
     assert len(fit.law.budgets) == 4
     assert fit.law.a == pytest.approx(a_true, abs=0.02)
     assert fit.law.b == pytest.approx(1 - a_true, abs=0.02)
+
+
+def test_fit_writes_beside_a_sweep_and_elsewhere_never_into_the_tables_directory(tmp_path):
+    from scalelab.sweep.__main__ import default_out
+    (tmp_path / 'sweep' / 'points').mkdir(parents=True)
+    assert default_out(tmp_path / 'sweep' / 'results.csv') == tmp_path / 'sweep'
+    assert str(default_out(REPO / 'experiments' / 'data' / 'chinchilla_svg_extracted_data.csv')) == \
+        'runs/fit/chinchilla_svg_extracted_data'
+    done = sweep_cli('fit', '--results=no/such.csv')
+    assert done.returncode == 2 and done.stderr.strip() == 'error: --results=no/such.csv: no such file'

@@ -33,7 +33,8 @@ _C_COL = flags.DEFINE_string('c_col', 'C', 'fit: column of training FLOPs (else 
 _LOSS_COL = flags.DEFINE_string('loss_col', 'loss', 'fit: column of losses.')
 _DROP = flags.DEFINE_integer('drop_top_loss', 0, 'fit: leave out this many highest-loss rows (outliers).')
 _BOOTSTRAP = flags.DEFINE_integer('bootstrap', None, 'Bootstrap resamples (default: the sweep config\'s, or 200).')
-_OUT = flags.DEFINE_string('out', None, 'fit: directory for fit.json and scaling.png (default: beside --results).')
+_OUT = flags.DEFINE_string('out', None, 'fit: directory for fit.json and scaling.png (default: beside a sweep\'s '
+                           'results.csv, else runs/fit/<name of the table>).')
 
 
 def fit_and_report(rows: list[dict], law: str, out_dir: Path, n_bootstrap: int, title: str = '', **columns) -> dict:
@@ -65,14 +66,22 @@ def fit_and_report(rows: list[dict], law: str, out_dir: Path, n_bootstrap: int, 
     return fit.report
 
 
+def default_out(results_csv: Path) -> Path:
+    """Beside a sweep's own results.csv; any other table's fit goes to runs/fit/<its name>,
+    not into the directory it came from (which may be the source tree)."""
+    if (results_csv.parent / 'points').is_dir():
+        return results_csv.parent
+    return Path('runs') / 'fit' / results_csv.stem
+
+
 def fit_main() -> int:
     from scalelab.sweep import results
-    if not _RESULTS.value:
-        raise app.UsageError('fit needs --results path.csv')
-    path = Path(_RESULTS.value)
-    if not path.is_file():
-        raise app.UsageError(f'--results={path}: no such file')
-    fit_and_report(results.read_csv(path), _LAW.value or 'power', Path(_OUT.value or path.parent),
+    path = Path(_RESULTS.value or '')
+    if not _RESULTS.value or not path.is_file():
+        print(f'error: --results={_RESULTS.value or ""}: ' + ('no such file' if _RESULTS.value else
+              'fit needs --results path.csv'), file=sys.stderr)
+        return 2
+    fit_and_report(results.read_csv(path), _LAW.value or 'power', Path(_OUT.value or default_out(path)),
                    200 if _BOOTSTRAP.value is None else _BOOTSTRAP.value,
                    n_col=_N_COL.value, d_col=_D_COL.value, c_col=_C_COL.value, loss_col=_LOSS_COL.value,
                    drop_top_loss=_DROP.value)

@@ -3,11 +3,14 @@
 Each point is an ordinary run workdir, so a point that was cut short resumes
 from its checkpoint and a finished point (summary.json with a final status)
 is skipped. SIGTERM/Ctrl-C is passed on to the running points, which save a
-checkpoint and exit; the next invocation picks up where they stopped.
+checkpoint and exit; the next invocation picks up where they stopped. A point
+dies with the driver (SIGTERM, so it checkpoints), and a point whose workdir is
+still locked by an earlier driver's process is waited for, never run twice.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -15,10 +18,18 @@ import subprocess
 import time
 from pathlib import Path
 
+from scalelab import workdir as workdir_lib
+from scalelab.errors import EXIT_DIVERGED
 from scalelab.metrics import format_duration
 from scalelab.sweep import points as points_lib
 
 FINAL_STATUSES = ('completed', 'diverged')
+
+
+def die_with_parent() -> None:
+    """In a point's process: SIGTERM when the driver dies, even by SIGKILL (Linux), so the
+    point checkpoints and exits instead of training on as an orphan."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def point_dir(workdir: Path, point: points_lib.Point) -> Path:
@@ -62,9 +73,15 @@ def run(sweep, points: list[points_lib.Point], workdir: Path, *, parallel: int =
                 point = queue.pop(0)
                 directory = point_dir(workdir, point)
                 directory.mkdir(parents=True, exist_ok=True)
+                holder = workdir_lib.owner(directory)
+                if holder is not None:  # an earlier driver's point still trains: never a second process
+                    log(f'wait  {point.name}: still trained by {workdir_lib.describe(holder)}')
+                    while workdir_lib.owner(directory) is not None and not stop['requested']:
+                        time.sleep(poll_s)
                 with (directory / 'log.txt').open('a') as out:
                     proc = subprocess.Popen(points_lib.run_command(sweep, point, directory, extra_args),
-                                            stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+                                            stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(),
+                                            preexec_fn=die_with_parent)
                 active[point.name] = (proc, time.monotonic(), point)
                 log(f'start {point.name}: {_describe(point)} ({len(outcome) + len(active)}/{len(points)} started)')
             if stop['requested'] and queue:
@@ -77,7 +94,7 @@ def run(sweep, points: list[points_lib.Point], workdir: Path, *, parallel: int =
                 del active[name]
                 summary = read_summary(point_dir(workdir, point))
                 status = summary['status'] if summary else 'no summary'
-                if proc.returncode != 0:
+                if proc.returncode not in (0, EXIT_DIVERGED):
                     status = f'failed (exit {proc.returncode}; see {point_dir(workdir, point) / "log.txt"})'
                 outcome[name] = status
                 done_flops += points_lib.planned_flops(point)

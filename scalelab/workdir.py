@@ -1,0 +1,90 @@
+"""A run's workdir as a place: a usable path, one process at a time, readable files.
+
+The lock is `fcntl.flock` on workdir/.lock, which holds the owner's pid, host
+and start time for the message a second process gets. The kernel releases a
+flock when its process dies, however it dies, so a lock is never stale on the
+machine that took it (on a network filesystem without flock support, see the
+README's reliability section).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from scalelab.errors import ConfigError
+
+LOCK = '.lock'
+
+
+def check_path(workdir: Path) -> None:
+    """A workdir that cannot be one: a regular file, or under one."""
+    for path in (workdir, *workdir.parents):
+        if path.exists() and not path.is_dir():
+            what = 'is' if path == workdir else f'is under {path}, which is'
+            raise ConfigError([f'--workdir {workdir}: {what} a file, not a directory; choose another --workdir'])
+
+
+def read_json(path: Path, what_to_do: str) -> dict:
+    """A JSON file of the workdir, or one error naming it and what to do."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError([f'{path}: corrupt ({e.__class__.__name__}: {e}); {what_to_do}']) from None
+
+
+class Lock:
+    """Held for the whole run by the process that writes the workdir (process 0)."""
+
+    def __init__(self, workdir: Path):
+        self.path = Path(workdir) / LOCK
+        self.file = None
+
+    def __enter__(self) -> Lock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, 'a+')
+        except OSError as e:
+            raise ConfigError([f'--workdir {self.path.parent}: cannot be written ({e.strerror}); '
+                               'choose another --workdir']) from None
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            holder = owner(self.path.parent)
+            raise ConfigError([f'--workdir {self.path.parent}: in use by {describe(holder)}; wait for it to '
+                               'finish or stop it (SIGTERM checkpoints it), then run this again']) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(json.dumps({'pid': os.getpid(), 'host': socket.gethostname(), 'since': time.time()}))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()  # releases the flock
+
+
+def owner(workdir: Path) -> dict | None:
+    """Who holds the workdir's lock now (pid, host, since), or None if nobody does."""
+    path = Path(workdir) / LOCK
+    if not path.exists():
+        return None
+    with open(path, 'a+') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            try:
+                return json.loads(f.read() or '{}')
+            except json.JSONDecodeError:
+                return {}
+        return None  # free (closing the file releases the flock just taken)
+
+
+def describe(holder: dict | None) -> str:
+    holder = holder or {}
+    since = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder['since'])) if 'since' in holder else '?'
+    return f'pid {holder.get("pid", "?")} on {holder.get("host", "?")} (since {since})'
