@@ -168,9 +168,9 @@ def test_a_diverged_run_exits_3_with_its_step(tmp_path):
         if (tmp_path / 'checkpoints').exists() and any((tmp_path / 'checkpoints').iterdir()) else True
 
 
-def test_the_final_line_rounds_its_figures(tmp_path, capsys):
-    loop.run(tiny_lm(**{'train.steps': 2}), tmp_path)
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+def test_the_final_line_rounds_its_figures(tmp_path):
+    result = run_cli(['--config', 'tests/tiny_config.py', f'--workdir={tmp_path}', '--config.train.steps=2'])
+    last = result.stdout.strip().splitlines()[-1]
     assert last.startswith('completed at step 2: train loss ') and len(last.split('train loss ')[1].split(',')[0]) == 6
 
 
