@@ -100,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_new_tokens < 1 or args.temperature < 0 or args.top_k < 0:
         p.error('need --max-new-tokens >= 1, --temperature >= 0, --top-k >= 0')
     from scalelab import inference, runtime, tokenizer
+    from scalelab.errors import ConfigError
     runtime.configure()
     try:
         lm = inference.load(args.workdir)
-    except (inference.WorkdirError, tokenizer.TokenizerError) as e:
+    except (inference.WorkdirError, tokenizer.TokenizerError, ConfigError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     prompts = [lm.tokenizer.encode(text) for text in args.prompt]

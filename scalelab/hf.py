@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument('--out', required=True)
     args = p.parse_args(argv)
     from scalelab import inference, runtime
+    from scalelab.errors import ConfigError
     runtime.configure()
     try:
         if args.command == 'import':
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             config = export_dir(args.workdir, args.out)
             print(f'wrote a GPT-2 of {config["n_layer"]} layers, n_embd {config["n_embd"]} to {args.out}; '
                   f'load it with transformers.GPT2LMHeadModel.from_pretrained({str(args.out)!r})')
-    except (HFError, inference.WorkdirError, tokenizer_lib.TokenizerError, FileNotFoundError) as e:
+    except (HFError, inference.WorkdirError, tokenizer_lib.TokenizerError, ConfigError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     return 0

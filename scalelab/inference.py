@@ -6,7 +6,6 @@ section, the latest checkpoint's parameters and tokenizer/ are read.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import jax
@@ -14,6 +13,7 @@ import ml_collections
 from flax import nnx
 
 from scalelab import export, models, parallel
+from scalelab import workdir as workdir_lib
 from scalelab import tokenizer as tokenizer_lib
 from scalelab.models import transformer
 from scalelab.tasks import DataSpec
@@ -36,10 +36,7 @@ def read_config(workdir: Path) -> dict:
     path = Path(workdir) / 'config.json'
     if not path.is_file():
         raise WorkdirError(f'{workdir}: no config.json, so not a scalelab run directory')
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WorkdirError(f'{path}: corrupt ({e})') from None
+    return workdir_lib.read_json(path, 'restore it from the run\'s source, or retrain')
 
 
 def model_config(saved: dict) -> ml_collections.ConfigDict:

@@ -16,13 +16,13 @@ whose size disagrees with meta.json is refused.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 from ml_collections import ConfigDict
 
 from scalelab import tokenizer as tokenizer_lib
+from scalelab import workdir as workdir_lib
 from scalelab.data import windows
 from scalelab.errors import ConfigError
 from scalelab.tasks import DataSpec
@@ -55,10 +55,7 @@ def read_meta(directory: str | Path, key: str = 'data.path') -> dict:
     if not path.is_file():
         what = 'no such directory' if not directory.is_dir() else f'no {META}, so not a finished corpus'
         raise ConfigError([f'{key}={str(directory)!r}: {what}; {PREPARE_HINT}'])
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError([f'{path}: corrupt ({e}); prepare the corpus again']) from None
+    meta = workdir_lib.read_json(path, 'prepare the corpus again')
     if meta.get('format') != FORMAT:
         raise ConfigError([f'{path}: format {meta.get("format")!r}, expected {FORMAT!r}; prepare the corpus again'])
     return meta
