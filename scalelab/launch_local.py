@@ -31,13 +31,15 @@ def free_port() -> int:
 
 
 # Gloo reports every connection of every collective group it sets up (one line per device and
-# group): noise for a user, who sees a failed connection as the peer's error anyway.
-_GLOO_CONNECTED = re.compile(r'connected to \d+ peer ranks')  # its threads' lines may interleave
+# group), from several threads at once, so its lines arrive cut and interleaved: noise for a
+# user, who sees a failed connection as the peer's error anyway. Lines with any piece of that
+# message are dropped.
+_GLOO_PIECES = re.compile(r'\[Gloo\]|peer ranks|connected to \d|Expected number of connected')
 
 
 def _pump(stream, prefix: str, out) -> None:
     for line in iter(stream.readline, ''):
-        if _GLOO_CONNECTED.search(line):
+        if _GLOO_PIECES.search(line):
             continue
         out.write(f'{prefix} {line}')
         out.flush()
@@ -51,8 +53,9 @@ def launch(command: list[str], processes: int, devices_per_process: int, *, grac
         env = {**os.environ, distributed.ENV_COORDINATOR: coordinator,
                distributed.ENV_NUM_PROCESSES: str(processes), distributed.ENV_PROCESS_ID: str(pid),
                'JAX_NUM_CPU_DEVICES': str(devices_per_process), 'PYTHONUNBUFFERED': '1'}
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=_pump, args=(proc.stdout, f'[p{pid}]', out), daemon=True).start()
+        threading.Thread(target=_pump, args=(proc.stderr, f'[p{pid}]', out), daemon=True).start()
         procs.append(proc)
 
     def forward(signum, _frame):
