@@ -76,7 +76,7 @@ def main():
     args = parse_args()
     from absl import logging
     logging.set_verbosity(logging.WARNING)
-    from scalelab import metrics
+    from scalelab import files
     from scalelab.data import prepare
 
     result = dict(host=platform.node(), input=args.input, pattern=args.pattern, tokenizer=args.tokenizer,
@@ -109,7 +109,7 @@ def main():
               f'= {row["times_default_step"]:,.0f} x the step')
     out = Path(args.out) if args.out else REPO / 'benchmarks' / 'results' / f'data_{platform.node()}.json'
     out.parent.mkdir(parents=True, exist_ok=True)
-    metrics.write_json(out, result)
+    files.write_json(out, result)
     print(f'wrote {out}')
 
 

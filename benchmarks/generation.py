@@ -31,7 +31,7 @@ def main():
     import jax.numpy as jnp
     import numpy as np
 
-    from scalelab import generate, inference, metrics, runtime
+    from scalelab import files, generate, inference, runtime
     runtime.configure()
     lm = inference.load(args.workdir)
     graphdef, params = lm.graphdef, lm.params
@@ -67,7 +67,7 @@ def main():
           f'tok/s: x{result["speedup"]:.1f}; identical greedy tokens: {result["same_tokens"]}')
     out = Path(args.out or REPO / 'benchmarks' / 'results' / f'{platform.node()}-generation.json')
     out.parent.mkdir(parents=True, exist_ok=True)
-    metrics.write_json(out, result)
+    files.write_json(out, result)
     print(f'wrote {out}')
 
 

@@ -155,7 +155,7 @@ def main():
     from absl import logging
     logging.set_verbosity(logging.WARNING)
 
-    from scalelab import flops, metrics
+    from scalelab import files, flops
     devices = jax.devices()
     device = devices[0]
     def measure_peak():
@@ -224,7 +224,7 @@ def main():
               f'{r["tokens_per_s"]:>10,.0f} {r["achieved_flops"] / 1e9:>9.1f} {100 * r["mfu"]:>5.1f}%')
     out = Path(args.out or REPO / 'benchmarks' / 'results' / f'{platform.node()}.json')
     out.parent.mkdir(parents=True, exist_ok=True)
-    metrics.write_json(out, result)
+    files.write_json(out, result)
     print(f'wrote {out}')
 
 

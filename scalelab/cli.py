@@ -1,6 +1,13 @@
-"""What the command-line entry points share: flag parsing with readable errors, quiet logs."""
+"""What the command-line entry points share: one flag style, readable errors, quiet logs.
+
+Every scalelab command spells its flags with dashes (--cpu-devices,
+--max-new-tokens); each also answers to the underscore spelling
+(--cpu_devices), which earlier versions of the absl commands used.
+Config overrides keep their keys' names: --config.train.log_every=5.
+"""
 from __future__ import annotations
 
+import argparse
 import sys
 
 from absl import flags, logging
@@ -28,6 +35,28 @@ def parse_flags(argv: list[str]) -> list[str]:
         message = 'bad value in a --config override: ' + _clean(e)
     print(f'error: {message}', file=sys.stderr)
     sys.exit(2)
+
+
+def underscore_aliases() -> None:
+    """For every absl flag defined with dashes, the same flag spelled with underscores."""
+    for name in list(flags.FLAGS):
+        if '-' in name and name.replace('-', '_') not in flags.FLAGS:
+            flags.DEFINE_alias(name.replace('-', '_'), name)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that takes --max_new_tokens for --max-new-tokens (the absl commands' old spelling)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args([_dashed(arg) for arg in args], namespace)
+
+
+def _dashed(arg: str) -> str:
+    if not arg.startswith('--') or arg == '--':
+        return arg
+    name, eq, value = arg.partition('=')
+    return name.replace('_', '-') + eq + value
 
 
 def _last_line(text: str) -> str:

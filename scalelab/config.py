@@ -15,7 +15,7 @@ import re
 from ml_collections import ConfigDict
 
 from scalelab import data as data_lib
-from scalelab import flops, models, optim, parallel
+from scalelab import diagnostics, flops, models, optim, parallel, writers
 from scalelab.errors import ConfigError
 
 COMPUTE_DTYPES = ('float32', 'bfloat16')
@@ -47,6 +47,14 @@ def base_config(model: str = 'transformer', data: str | None = None) -> ConfigDi
         freeze='',            # regex of parameter names (as in export.py) kept fixed, e.g. '^embed\\.'
     ))
     cfg.optim = optim.default_config()
+    cfg.log = ConfigDict(dict(  # what each log step records, and where (metrics.jsonl always)
+        tensorboard=True,     # event files under <workdir>/tb
+        wandb='',             # a W&B project: log there too (pip install wandb)
+        wandb_mode='auto',    # auto (online if api.wandb.ai answers, else offline) | online | offline
+        norms='groups',       # none | global | groups: norms of params, grads, updates (diagnostics.py)
+        spike_window=100,     # steps of loss history a step's loss z-score is measured against
+        spike_z=6.0,          # a loss this many standard deviations above that history is a spike
+    ))
     cfg.checkpoint = ConfigDict(dict(
         every_steps=200,
         keep=3,
@@ -188,6 +196,10 @@ def _value_problems(cfg: ConfigDict, num_devices: int) -> list[str]:
         re.compile(t.freeze)
     except re.error as e:
         problems.append(f'train.freeze={t.freeze!r}: not a regular expression ({e})')
+    _choice(problems, 'log.norms', cfg.log.norms, diagnostics.MODES)
+    _choice(problems, 'log.wandb_mode', cfg.log.wandb_mode, writers.WANDB_MODES)
+    _positive(problems, 'log.spike_window', cfg.log.spike_window)
+    _positive(problems, 'log.spike_z', cfg.log.spike_z)
     _positive(problems, 'checkpoint.every_steps', cfg.checkpoint.every_steps)
     _positive(problems, 'checkpoint.keep', cfg.checkpoint.keep)
 

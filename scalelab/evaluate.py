@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from scalelab import cli
 from scalelab import tasks
 
 
@@ -85,7 +86,7 @@ def score_corpus(lm, directory: str, eval_tokens: int, batch: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog='python -m scalelab.evaluate', description=__doc__,
+    p = cli.ArgumentParser(prog='python -m scalelab.evaluate', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--workdir', required=True, help='a run (or an imported model) directory')
     what = p.add_mutually_exclusive_group(required=True)

@@ -31,6 +31,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from scalelab import cli
+
 METADATA_KEY = 'scalelab.model'
 
 
@@ -119,7 +121,7 @@ def load_params_flat(source: str | Path) -> dict[str, np.ndarray]:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    p = argparse.ArgumentParser(prog='python -m scalelab.export', description=__doc__,
+    p = cli.ArgumentParser(prog='python -m scalelab.export', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--workdir', required=True, help='a run directory (its latest checkpoint is exported)')
     p.add_argument('--out', required=True, help='the .safetensors file to write')

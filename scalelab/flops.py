@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scalelab import files
+
 # --- parameter counts --------------------------------------------------------
 
 
@@ -268,9 +270,7 @@ def cpu_peak_flops(dtype: str = 'float32') -> float:
     if key not in cached:
         cached[key] = measure_matmul_flops(jax.devices('cpu')[0], dtype)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f'.{os.getpid()}.tmp')
-        tmp.write_text(json.dumps(cached, indent=1))
-        tmp.replace(path)
+        files.write_json(path, cached)
     return cached[key]
 
 

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from scalelab import cli
+
 
 def sample(logits_BxV: jax.Array, key: jax.Array, temperature: float, top_k: int) -> jax.Array:
     """Greedy when temperature is 0; else softmax(logits / T) over the top k (0: all)."""
@@ -87,7 +89,7 @@ def generate_uncached(graphdef, params, tokens_BxP, key, *, max_new: int, temper
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    p = argparse.ArgumentParser(prog='python -m scalelab.generate', description=__doc__,
+    p = cli.ArgumentParser(prog='python -m scalelab.generate', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--workdir', required=True)
     p.add_argument('--prompt', action='append', required=True, help='repeat for a batch of prompts')

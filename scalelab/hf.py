@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scalelab import cli
 from scalelab import export
 from scalelab import tokenizer as tokenizer_lib
 from scalelab.models.transformer import GPT2_OPTIONS
@@ -174,7 +175,7 @@ def read_tokenizer(directory: Path) -> tokenizer_lib.Tokenizer:
 
 def import_dir(source: str | Path, workdir: str | Path) -> dict:
     """Write a scalelab workdir holding the GPT-2 in `source`; returns its model section."""
-    from scalelab import checkpoint, inference, metrics
+    from scalelab import checkpoint, files, inference
     source, workdir = Path(source), Path(workdir)
     if (workdir / 'config.json').exists() or (workdir / 'checkpoints').exists():
         raise HFError(f'--workdir {workdir}: already holds a run or an import; choose a new directory')
@@ -196,13 +197,13 @@ def import_dir(source: str | Path, workdir: str | Path) -> dict:
     ckpt.save(0, {'params': params}, {'step': 0, 'imported_from': str(source.absolute())}, force=True)
     ckpt.close()
     tok.save(workdir / 'tokenizer')
-    metrics.write_json(workdir / 'config.json', {'model': model, 'imported_from': str(source.absolute())})
+    files.write_json(workdir / 'config.json', {'model': model, 'imported_from': str(source.absolute())})
     return model
 
 
 def export_dir(workdir: str | Path, out: str | Path) -> dict:
     """Write `out` for GPT2LMHeadModel.from_pretrained; returns the HF config written."""
-    from scalelab import inference, metrics
+    from scalelab import files, inference
     workdir, out = Path(workdir), Path(out)
     saved = inference.read_config(workdir)
     model = dict(inference.model_config(saved))
@@ -211,17 +212,17 @@ def export_dir(workdir: str | Path, out: str | Path) -> dict:
     flat = to_hf(export.load_params_flat(workdir), model)
     out.mkdir(parents=True, exist_ok=True)
     export.write_safetensors(flat, out / 'model.safetensors', {'format': 'pt'})
-    metrics.write_json(out / 'config.json', config)
+    files.write_json(out / 'config.json', config)
     tok.to_hf().save(str(out / 'tokenizer.json'))
     special = ({} if tok.eos_id is None else
                {k: tokenizer_lib.BPE_SPECIAL for k in ('bos_token', 'eos_token', 'unk_token')})
-    metrics.write_json(out / 'tokenizer_config.json', dict(
+    files.write_json(out / 'tokenizer_config.json', dict(
         tokenizer_class='GPT2Tokenizer', model_max_length=model['max_len'], add_prefix_space=False, **special))
     return config
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog='python -m scalelab.hf', description=__doc__,
+    p = cli.ArgumentParser(prog='python -m scalelab.hf', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='command', required=True)
     imp = sub.add_parser('import', help='a transformers GPT-2 directory -> a scalelab workdir')

@@ -11,7 +11,6 @@ exits with the failure's code, naming the process.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import signal
@@ -21,6 +20,7 @@ import sys
 import threading
 import time
 
+from scalelab import cli
 from scalelab import distributed
 
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     split = argv.index('--')
-    parser = argparse.ArgumentParser(prog='python -m scalelab.launch_local')
+    parser = cli.ArgumentParser(prog='python -m scalelab.launch_local')
     parser.add_argument('--processes', type=int, required=True)
     parser.add_argument('--devices-per-process', type=int, default=1)
     parser.add_argument('--grace', type=float, default=10.0, help='seconds before stopped processes are killed')

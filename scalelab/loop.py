@@ -1,12 +1,15 @@
-"""One training run in a workdir: resume, loop, evaluate, checkpoint, summarize.
+"""One training run in a workdir, top to bottom: set up, restore, step, finish.
 
-Workdir: config.json (resolved config), metrics.jsonl, checkpoints/ (orbax),
-summary.json. Starting the same command again resumes from the last complete
-checkpoint; SIGTERM or Ctrl-C saves a checkpoint and returns cleanly.
+Workdir: config.json (resolved config), metrics.jsonl, tb/ (TensorBoard),
+checkpoints/ (orbax), summary.json. Starting the same command again resumes
+from the last complete checkpoint; SIGTERM or Ctrl-C saves a checkpoint and
+returns cleanly. What happens between steps (log, eval, checkpoint, profile,
+preemption check) is in actions.py.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import threading
 import time
@@ -14,10 +17,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
-from scalelab import checkpoint, config, export, flops, metrics, models, parallel, tasks, train
-from scalelab import stop
+from scalelab import actions, checkpoint, config, diagnostics, export, files, flops, metrics, models, parallel
+from scalelab import progress as progress_lib
+from scalelab import stop, tasks, train, writers
 from scalelab import workdir as workdir_lib
 from scalelab import data as data_lib
 from scalelab.data import pipeline
@@ -26,9 +29,252 @@ from scalelab.errors import ConfigError
 # Keys a resumed run may change: how it is watched, saved and laid out, not what it computes
 # (a checkpoint restores onto any mesh). Every other key must match the saved config.json.
 RESUME_MAY_CHANGE = ('train.log_every', 'train.eval_every', 'checkpoint.every_steps', 'checkpoint.keep',
-                     'checkpoint.async_save', 'mesh.data', 'mesh.fsdp', 'mesh.tensor')
+                     'checkpoint.async_save', 'mesh.data', 'mesh.fsdp', 'mesh.tensor', 'log.tensorboard',
+                     'log.wandb', 'log.wandb_mode', 'log.norms', 'log.spike_window', 'log.spike_z')
 # These only move the end of the run when the learning rate is constant (after its warmup).
 RESUME_MAY_EXTEND = ('train.steps', 'train.tokens', 'train.flops')
+
+
+def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
+        profile_steps: tuple[int, int] | None = None) -> dict:
+    """Train (or resume) the run described by `cfg` in `workdir` on `devices`
+    (default: all); returns the summary. `profile_steps=(a, b)` writes a JAX
+    profiler trace of steps a..b-1 to workdir/profile."""
+    session_start = time.perf_counter()
+    devices = jax.devices() if devices is None else list(devices)
+    cfg = config.resolve(cfg, len(devices))
+    workdir = Path(workdir)
+    workdir_lib.check_path(workdir)
+    check_same_run(workdir / 'config.json', cfg)
+    is_main = jax.process_index() == 0
+    with workdir_lib.Lock(workdir) if is_main else contextlib.nullcontext():  # one process per workdir
+        done = completed_summary(workdir, cfg)
+        if done is not None:
+            if is_main:
+                print(f'{workdir}: already complete at step {done["step"]}; its summary.json is kept', flush=True)
+            return done
+        return _train(cfg, workdir, devices, profile_steps, session_start, is_main)
+
+
+def completed_summary(workdir: Path, cfg) -> dict | None:
+    """The summary of a run that already finished this config's steps, if there is one."""
+    path = workdir / 'summary.json'
+    if not path.exists():
+        return None
+    summary = workdir_lib.read_json(path, 'delete it: the run rebuilds it from its checkpoint and metrics.jsonl')
+    finished = summary.get('status') == 'completed' and summary.get('step') == cfg.train.steps
+    return summary if finished else None
+
+
+def _train(cfg, workdir: Path, devices, profile_steps, session_start: float, is_main: bool) -> dict:
+    """The order of a run: set up, restore, step with periodic actions, finish."""
+    run = setup(cfg, workdir, devices, is_main)
+    state, start, prior = restore(run)
+    with stop_on_signals() as stop_flag:
+        session = new_session(run, state, start, prior, session_start)
+        stop_check = actions.StopOnRequest(stop_flag)
+        if stop_check.due(session):  # a signal during start-up: nothing trained, nothing to save
+            stop_check(session)
+        train_steps(session, run, periodic_actions(run, stop_check, profile_steps))
+        finish(session, run)
+    return summarize(session, run)
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything fixed for a session before its first step."""
+    cfg: object
+    workdir: Path
+    is_main: bool
+    mesh: jax.sharding.Mesh
+    rows: slice
+    source: object                   # the data source: train_batch(step, rows), eval_batch(i, rows)
+    prepared: train.Setup
+    train_fn: object                 # compiled (state, batch) -> (state, metrics)
+    eval_fn: object                  # compiled (params, model_state, batch) -> sums
+    ckpt: checkpoint.Checkpointer
+    progress: progress_lib.Progress
+    compile_s: float
+    param_counts: dict
+    model_state_size: int
+    flops_per_step: float
+    tokens_per_step: int
+    peak: float | None
+    topology: dict
+
+
+def setup(cfg, workdir: Path, devices, is_main: bool) -> Run:
+    """Data, mesh, compiled steps and the run's counts; config.json and the tokenizer written."""
+    spec = data_lib.spec(cfg.data)
+    source = data_lib.load(cfg.data, cfg.train.global_batch, cfg.seed)
+    if cfg.model.get('attention') == 'cudnn' and devices[0].platform != 'gpu':
+        raise ConfigError([f"model.attention='cudnn': needs a GPU, these devices are {devices[0].platform}; "
+                           "use 'auto', 'xla' or 'einsum'"])
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        files.write_json(workdir / 'config.json', cfg.to_dict())
+        if getattr(source, 'tokenizer', None) is not None:  # generate, evaluate and export read it here
+            source.tokenizer.save(workdir / 'tokenizer')
+    mesh = parallel.make_mesh(cfg.mesh, devices)
+    batch_size = cfg.train.global_batch
+    prepared = train.setup(cfg, mesh)
+
+    def abstract_batch(one_row):
+        return {k: jax.ShapeDtypeStruct((batch_size, *v.shape[1:]), v.dtype) for k, v in one_row.items()}
+
+    compile_start = time.perf_counter()
+    train_fn, eval_fn = train.compile_steps(prepared.spec, mesh, prepared.shardings, prepared.abstract_state,
+                                            abstract_batch(source.train_batch(0, slice(0, 1))),
+                                            abstract_batch(source.eval_batch(0, slice(0, 1))))
+    abstract_state = prepared.abstract_state
+    param_counts = flops.count_params(abstract_state['params'], models.family(cfg.model.name).EMBEDDING_PARAMS)
+    param_counts['with_head'] = flops.scaling_params(param_counts, cfg.model)  # N of flops.FLOP_CONVENTION
+    return Run(
+        cfg=cfg, workdir=workdir, is_main=is_main, mesh=mesh, rows=pipeline.process_rows(mesh, batch_size),
+        source=source, prepared=prepared, train_fn=train_fn, eval_fn=eval_fn,
+        ckpt=checkpoint.Checkpointer(workdir / 'checkpoints', every_steps=cfg.checkpoint.every_steps,
+                                     keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save),
+        progress=progress_lib.Progress(cfg.train.steps, 0, enabled=is_main),
+        compile_s=time.perf_counter() - compile_start, param_counts=param_counts,
+        model_state_size=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state['model_state'])),
+        flops_per_step=flops.train_flops_per_step(cfg.model, spec, batch_size),
+        tokens_per_step=batch_size * flops.tokens_per_example(spec),
+        peak=flops.total_peak_flops(devices, cfg.train.compute_dtype),
+        topology=dict(mesh=dict(cfg.mesh), num_devices=len(devices), num_processes=jax.process_count(),
+                      platform=devices[0].platform, device_kind=devices[0].device_kind))
+
+
+def restore(run: Run) -> tuple[dict, int, dict]:
+    """(state, step, totals before this session): the newest readable checkpoint, else a
+    fresh state (with train.init_from's parameters when fine-tuning)."""
+    target = checkpoint.abstract_target(run.prepared.abstract_state, run.prepared.shardings)
+    start, restored = run.ckpt.restore_newest(target, warn=run.progress.warn)
+    if start is not None:
+        run.progress.note(f'resumed from step {start} (checkpoint in {run.workdir / "checkpoints"})')
+        state, prior = restored
+        return state, start, prior
+    state = jax.jit(run.prepared.init, out_shardings=run.prepared.shardings)()
+    if run.cfg.train.init_from:
+        state['params'] = initial_params(run.cfg.train.init_from, run.prepared.abstract_state['params'],
+                                         run.prepared.shardings['params'])
+        run.progress.note(f'parameters from {run.cfg.train.init_from} (new optimizer state)')
+    return state, 0, {'wall_time_s': 0.0, 'tokens': 0, 'flops': 0.0}
+
+
+def new_session(run: Run, state: dict, start: int, prior: dict, session_start: float) -> actions.Session:
+    """The live state the actions share, with writers opened at the resumed step."""
+    counts = run.param_counts
+    run.progress.note(f'{run.cfg.model.name}: {counts["total"]:,} parameters ({counts["non_embedding"]:,} '
+                      f'non-embedding), {run.flops_per_step:.3g} FLOPs/step, mesh {run.topology["mesh"]}, '
+                      f'compiled in {run.compile_s:.1f}s')
+
+    def record_at(step: int) -> dict:
+        """Cumulative totals: carried across resumes, even if the batch size changed."""
+        return dict(step=step, wall_time_s=prior['wall_time_s'] + time.perf_counter() - session_start,
+                    tokens=prior['tokens'] + (step - start) * run.tokens_per_step,
+                    flops=prior['flops'] + (step - start) * run.flops_per_step, topology=run.topology)
+
+    run.progress.restart_clock(start)
+    return actions.Session(
+        state=state, step=start, start=start, total_steps=run.cfg.train.steps, progress=run.progress,
+        writers=writers.Writers(run.workdir, run.cfg.log, run.cfg.to_dict(), enabled=run.is_main,
+                                resume_step=start, warn=run.progress.warn),
+        timer=metrics.StepTimer(), record_at=record_at, evaluate=lambda state: evaluate(run, state))
+
+
+def periodic_actions(run: Run, stop_check: actions.StopOnRequest, profile_steps: tuple[int, int] | None) -> list:
+    """What runs between steps, in order (see actions.py)."""
+    log = run.cfg.log
+    return [
+        *([actions.Profile(*profile_steps, run.workdir / 'profile')] if profile_steps else []),
+        actions.LogTrain(run.cfg.train.log_every, run.tokens_per_step, run.flops_per_step, run.peak,
+                         diagnostics.LossSpikes(log.spike_window, log.spike_z)),
+        actions.Evaluate(run.cfg.train.eval_every),
+        actions.Checkpoint(run.ckpt),
+        stop_check,
+    ]
+
+
+def train_steps(session: actions.Session, run: Run, periodic: list) -> None:
+    """Step until the last step or until an action stops the session."""
+    batch_size = run.cfg.train.global_batch
+    while session.status == actions.RUNNING and session.step < session.total_steps:
+        batch = pipeline.to_global(run.mesh, run.source.train_batch(session.step, run.rows), batch_size)
+        session.state, step_metrics = run.train_fn(session.state, batch)
+        session.pending.append(step_metrics)
+        session.step += 1
+        for action in periodic:
+            if session.status == actions.RUNNING and action.due(session):
+                action(session)
+    if session.status == actions.RUNNING:
+        session.status = 'completed'
+
+
+def finish(session: actions.Session, run: Run) -> None:
+    """The last checkpoint (of finite parameters only) and the final evaluation."""
+    with session.timer.apart('checkpoint'):
+        if session.check_finite() and run.ckpt.latest_step() != session.step and session.step > session.start:
+            run.ckpt.save(session.step, session.state, session.record_at(session.step), force=True)
+        run.ckpt.wait()
+    if session.status == 'diverged':
+        run.progress.note(f'the loss stopped being finite at step {session.diverged_at}: stopping; the last '
+                          f'checkpoint, step {run.ckpt.latest_step()}, holds finite parameters')
+    if session.status == 'completed':
+        logged = [r for r in session.writers.records() if r['step'] == session.step and 'eval_loss' in r]
+        if logged:  # killed after its final evaluation: keep that one, write none twice
+            session.last_eval = {k: v for k, v in logged[-1].items() if k.startswith('eval_')}
+        else:
+            session.run_eval()
+    run.ckpt.close()
+    session.writers.close()
+    run.progress.close()
+
+
+def evaluate(run: Run, state: dict) -> dict:
+    """The task's metrics over the fixed evaluation set, summed over batches then averaged."""
+    batch_size = run.cfg.train.global_batch
+    per_batch = jax.device_get([
+        run.eval_fn(state['params'], state['model_state'],
+                    pipeline.to_global(run.mesh, run.source.eval_batch(i, run.rows), batch_size))
+        for i in range(run.source.eval_batches())])
+    sums = {key: sum(float(b[key]) for b in per_batch) for key in per_batch[0]}
+    return tasks.summarize(data_lib.spec(run.cfg.data).task, sums, run.source.bytes_per_token)
+
+
+def summarize(session: actions.Session, run: Run) -> dict:
+    """summary.json: the session's end, and figures over every logged interval of the run."""
+    step, counts = session.step, run.param_counts
+    final = session.record_at(step)
+    records = session.writers.records()
+    last_train = session.last_train or next(  # nothing trained in this session: the run's last log line
+        (r for r in reversed(records) if 'loss' in r and r['step'] <= step), {})
+    intervals = [r for r in records if 'interval_steps' in r]
+    step_s = sum(r['interval_steps'] * run.tokens_per_step / r['throughput'] for r in intervals)
+    run_steps = sum(r['interval_steps'] for r in intervals)
+    summary = dict(
+        status=session.status, step=step, total_steps=session.total_steps,
+        train_loss=last_train.get('loss'), **session.last_eval,
+        params=counts, model_state_size=run.model_state_size, flops_per_step=run.flops_per_step,
+        flops=final['flops'], tokens_per_step=run.tokens_per_step, tokens=final['tokens'],
+        scaling_flops=6.0 * counts['with_head'] * final['tokens'], flop_convention=flops.FLOP_CONVENTION,
+        tokens_per_s=run_steps * run.tokens_per_step / step_s if step_s else None,  # over every logged interval
+        mfu=run_steps * run.flops_per_step / step_s / run.peak if step_s and run.peak else None,
+        loss_spikes=sum(r.get('loss_spikes', 0) for r in intervals),
+        compile_time_s=run.compile_s, wall_time_s=final['wall_time_s'],
+        eval_time_s=session.timer.apart_s['eval'], checkpoint_time_s=session.timer.apart_s['checkpoint'],
+        topology=run.topology, model=run.cfg.model.name, data=run.source.describe(),
+    )
+    if session.diverged_at is not None:
+        summary['diverged_at_step'] = session.diverged_at
+    if 'train_tokens' in summary['data']:  # passes over the training split
+        summary['epochs'] = final['tokens'] / summary['data']['train_tokens']
+    if run.is_main:
+        files.write_json(run.workdir / 'summary.json', summary)
+    figures = ', '.join(f'{name} {summary[key]:.4f}' for name, key in (('train loss', 'train_loss'),
+                        ('eval loss', 'eval_loss')) if isinstance(summary.get(key), float))
+    run.progress.note(f'{session.status} at step {step}: ' + (f'{figures}; ' if figures else '') +
+                      f'summary in {run.workdir / "summary.json"}')
+    return summary
 
 
 @contextlib.contextmanager
@@ -37,7 +283,7 @@ def stop_on_signals():
 
     With several processes, each would stop at its own step and leave the
     others waiting in a collective; there JAX's preemption service takes
-    SIGTERM instead and names one step for all (see `should_stop`).
+    SIGTERM instead and names one step for all (see actions.StopOnRequest).
     """
     if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
         yield threading.Event()
@@ -49,21 +295,6 @@ def stop_on_signals():
         stop.requested.clear()  # honoured: a later run in this process starts afresh
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def should_stop(flag: threading.Event, step: int) -> bool:
-    if jax.process_count() > 1:
-        return multihost_utils.reached_preemption_sync_point(step)
-    return flag.is_set()
-
-
-def first_nonfinite_step(step_metrics: list[dict], last_step: int) -> int | None:
-    """The first of the steps ending at `last_step` whose loss, gradients or new
-    parameters were not finite (the step function's `finite` flag), or None."""
-    for offset, values in enumerate(step_metrics):
-        if not values['finite']:
-            return last_step - len(step_metrics) + offset + 1
-    return None
 
 
 def initial_params(source: str, abstract_params, shardings):
@@ -112,214 +343,3 @@ def check_same_run(path: Path, cfg) -> None:
         allowed = ', '.join(RESUME_MAY_CHANGE) + f' (and {", ".join(RESUME_MAY_EXTEND)} under a constant schedule)'
         raise ConfigError([f'workdir {path.parent} holds a run this config would change: {"; ".join(conflicts)}. '
                            f'Use a new --workdir; a resumed run may change only {allowed}'])
-
-
-def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
-        profile_steps: tuple[int, int] | None = None) -> dict:
-    """Train (or resume) the run described by `cfg` in `workdir` on `devices`
-    (default: all); returns the summary. `profile_steps=(a, b)` writes a JAX
-    profiler trace of steps a..b-1 to workdir/profile."""
-    session_start = time.perf_counter()
-    devices = jax.devices() if devices is None else list(devices)
-    cfg = config.resolve(cfg, len(devices))
-    workdir = Path(workdir)
-    workdir_lib.check_path(workdir)
-    check_same_run(workdir / 'config.json', cfg)
-    is_main = jax.process_index() == 0
-    with workdir_lib.Lock(workdir) if is_main else contextlib.nullcontext():  # one process per workdir
-        done = completed_summary(workdir, cfg)
-        if done is not None:
-            if is_main:
-                print(f'{workdir}: already complete at step {done["step"]}; its summary.json is kept', flush=True)
-            return done
-        return _train(cfg, workdir, devices, profile_steps, session_start, is_main)
-
-
-def completed_summary(workdir: Path, cfg) -> dict | None:
-    """The summary of a run that already finished this config's steps, if there is one."""
-    path = workdir / 'summary.json'
-    if not path.exists():
-        return None
-    summary = workdir_lib.read_json(path, 'delete it: the run rebuilds it from its checkpoint and metrics.jsonl')
-    finished = summary.get('status') == 'completed' and summary.get('step') == cfg.train.steps
-    return summary if finished else None
-
-
-def _train(cfg, workdir: Path, devices, profile_steps, session_start: float, is_main: bool) -> dict:
-    spec = data_lib.spec(cfg.data)
-    source = data_lib.load(cfg.data, cfg.train.global_batch, cfg.seed)
-    if cfg.model.get('attention') == 'cudnn' and devices[0].platform != 'gpu':
-        raise ConfigError([f"model.attention='cudnn': needs a GPU, these devices are {devices[0].platform}; "
-                           "use 'auto', 'xla' or 'einsum'"])
-    if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
-        metrics.write_json(workdir / 'config.json', cfg.to_dict())
-        if getattr(source, 'tokenizer', None) is not None:  # generate, evaluate and export read it here
-            source.tokenizer.save(workdir / 'tokenizer')
-
-    mesh = parallel.make_mesh(cfg.mesh, devices)
-    rows = pipeline.process_rows(mesh, cfg.train.global_batch)
-    total_steps, batch_size = cfg.train.steps, cfg.train.global_batch
-    prepared = train.setup(cfg, mesh)
-    abstract_state, shardings = prepared.abstract_state, prepared.shardings
-
-    ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', every_steps=cfg.checkpoint.every_steps,
-                                   keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
-    progress = metrics.Progress(total_steps, 0, enabled=is_main)
-    target = checkpoint.abstract_target(abstract_state, shardings)
-    start, restored = ckpt.restore_newest(target, warn=progress.warn)
-    if start is None:
-        start, prior = 0, {'wall_time_s': 0.0, 'tokens': 0, 'flops': 0.0}
-        state = jax.jit(prepared.init, out_shardings=shardings)()
-        if cfg.train.init_from:
-            state['params'] = initial_params(cfg.train.init_from, abstract_state['params'], shardings['params'])
-            progress.note(f'parameters from {cfg.train.init_from} (new optimizer state)')
-    else:
-        state, prior = restored
-        progress.note(f'resumed from step {start} (checkpoint in {workdir / "checkpoints"})')
-
-    def abstract_batch(one_row):
-        return {k: jax.ShapeDtypeStruct((batch_size, *v.shape[1:]), v.dtype) for k, v in one_row.items()}
-
-    compile_start = time.perf_counter()
-    train_fn, eval_fn = train.compile_steps(prepared.spec, mesh, shardings, abstract_state,
-                                            abstract_batch(source.train_batch(0, slice(0, 1))),
-                                            abstract_batch(source.eval_batch(0, slice(0, 1))))
-    compile_s = time.perf_counter() - compile_start
-
-    param_counts = flops.count_params(abstract_state['params'], models.family(cfg.model.name).EMBEDDING_PARAMS)
-    param_counts['with_head'] = flops.scaling_params(param_counts, cfg.model)  # N of flops.FLOP_CONVENTION
-    model_state_size = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state['model_state']))
-    flops_per_step = flops.train_flops_per_step(cfg.model, spec, batch_size)
-    tokens_per_step = batch_size * flops.tokens_per_example(spec)
-    peak = flops.total_peak_flops(devices, cfg.train.compute_dtype)
-    topology = dict(mesh=dict(cfg.mesh), num_devices=len(devices), num_processes=jax.process_count(),
-                    platform=devices[0].platform, device_kind=devices[0].device_kind)
-    log = metrics.MetricsLog(workdir / 'metrics.jsonl', enabled=is_main, resume_step=start, warn=progress.warn)
-    progress.note(f'{cfg.model.name}: {param_counts["total"]:,} parameters '
-                  f'({param_counts["non_embedding"]:,} non-embedding), {flops_per_step:.3g} FLOPs/step, '
-                  f'mesh {topology["mesh"]}, compiled in {compile_s:.1f}s')
-
-    def record_at(step: int) -> dict:
-        """Cumulative totals: carried across resumes, even if the batch size changed."""
-        return dict(step=step, wall_time_s=prior['wall_time_s'] + time.perf_counter() - session_start,
-                    tokens=prior['tokens'] + (step - start) * tokens_per_step,
-                    flops=prior['flops'] + (step - start) * flops_per_step, topology=topology)
-
-    def evaluate(step: int) -> dict:
-        per_batch = jax.device_get([
-            eval_fn(state['params'], state['model_state'], pipeline.to_global(mesh, source.eval_batch(i, rows),
-                                                                                batch_size))
-            for i in range(source.eval_batches())])
-        sums = {key: sum(float(b[key]) for b in per_batch) for key in per_batch[0]}
-        result = tasks.summarize(spec.task, sums, source.bytes_per_token)
-        log.write({'step': step, **result})
-        progress.note(f'eval at step {step}: ' + ' | '.join(f'{k[5:]} {v:.4f}' for k, v in result.items()))
-        return result
-
-    status, last_train, last_eval, diverged_at = 'completed', {}, {}, None
-    pending = []
-    step = start
-    progress.restart_clock(start)
-    timer = metrics.StepTimer()
-
-    def finished_steps() -> None:
-        """Wait for the dispatched steps, so their compute counts as step time, not as what follows."""
-        jax.block_until_ready(state)
-
-    with stop_on_signals() as stop_requested:
-        if should_stop(stop_requested, step):  # a signal during start-up: nothing trained, nothing to save
-            status = 'preempted'
-            progress.note('stop requested during start-up: no step taken, nothing to save')
-        while step < total_steps and status == 'completed':
-            if profile_steps and step == profile_steps[0]:
-                jax.profiler.start_trace(str(workdir / 'profile'))
-            batch = pipeline.to_global(mesh, source.train_batch(step, rows), batch_size)
-            state, step_metrics = train_fn(state, batch)
-            pending.append(step_metrics)
-            step += 1
-            if profile_steps and step == profile_steps[1]:
-                jax.block_until_ready(state)
-                jax.profiler.stop_trace()
-                progress.note(f'profile of steps {profile_steps[0]}..{step - 1} in {workdir / "profile"}')
-            if step % cfg.train.log_every == 0 or step == total_steps:
-                values = jax.device_get(pending)
-                seconds = timer.lap()
-                last_train = {
-                    'step': step,
-                    'interval_steps': len(values),
-                    'loss': float(np.mean([v['loss'] for v in values])),
-                    'lr': float(values[-1]['lr']),
-                    'grad_norm': float(np.mean([v['grad_norm'] for v in values])),
-                    'tokens': record_at(step)['tokens'],
-                    'flops': record_at(step)['flops'],
-                    'throughput': len(values) * tokens_per_step / seconds,
-                    'mfu': len(values) * flops_per_step / seconds / peak if peak else None,
-                }
-                log.write(last_train)
-                progress.report(step, {'loss': f'{last_train["loss"]:.4f}',
-                                       'tok/s': f'{last_train["throughput"]:,.0f}',
-                                       'MFU': f'{100 * last_train["mfu"]:.1f}%' if peak else 'n/a'})
-                diverged_at = first_nonfinite_step(values, step)
-                pending = []
-            elif ckpt.should_save(step):  # a checkpoint must not hold a non-finite state
-                diverged_at = first_nonfinite_step(jax.device_get(pending), step)
-            if diverged_at is not None:
-                status = 'diverged'
-                progress.note(f'the loss stopped being finite at step {diverged_at}: stopping; the last '
-                              f'checkpoint, step {ckpt.latest_step()}, holds finite parameters')
-                break
-            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total_steps:
-                finished_steps()
-                with timer.apart('eval'):
-                    last_eval = evaluate(step)
-            if ckpt.should_save(step):
-                finished_steps()
-                with timer.apart('checkpoint'):
-                    ckpt.save(step, state, record_at(step))
-            if should_stop(stop_requested, step):
-                status = 'preempted'
-                progress.note(f'stop requested: checkpointing step {step} and exiting')
-                break
-        with timer.apart('checkpoint'):
-            if status != 'diverged' and ckpt.latest_step() != step and step > start:
-                ckpt.save(step, state, record_at(step), force=True)
-            ckpt.wait()
-        if status == 'completed':
-            logged = [r for r in log.records() if r['step'] == step and 'eval_loss' in r]
-            if logged:  # killed after its final evaluation: keep that one, write none twice
-                last_eval = {k: v for k, v in logged[-1].items() if k.startswith('eval_')}
-            else:
-                with timer.apart('eval'):
-                    last_eval = evaluate(step)
-    ckpt.close()
-
-    final = record_at(step)
-    records = log.records()
-    if not last_train:  # nothing trained in this session: the run's last log line
-        last_train = next((r for r in reversed(records) if 'loss' in r and r['step'] <= step), {})
-    step_s = sum(r['interval_steps'] * tokens_per_step / r['throughput'] for r in records if 'interval_steps' in r)
-    run_steps = sum(r['interval_steps'] for r in records if 'interval_steps' in r)
-    summary = dict(
-        status=status, step=step, total_steps=total_steps,
-        train_loss=last_train.get('loss'), **last_eval,
-        params=param_counts, model_state_size=model_state_size, flops_per_step=flops_per_step, flops=final['flops'],
-        tokens_per_step=tokens_per_step, tokens=final['tokens'],
-        scaling_flops=6.0 * param_counts['with_head'] * final['tokens'], flop_convention=flops.FLOP_CONVENTION,
-        tokens_per_s=run_steps * tokens_per_step / step_s if step_s else None,  # over every logged interval
-        mfu=run_steps * flops_per_step / step_s / peak if step_s and peak else None,
-        compile_time_s=compile_s, wall_time_s=final['wall_time_s'],
-        eval_time_s=timer.apart_s['eval'], checkpoint_time_s=timer.apart_s['checkpoint'],
-        topology=topology, model=cfg.model.name, data=source.describe(),
-    )
-    if diverged_at is not None:
-        summary['diverged_at_step'] = diverged_at
-    if 'train_tokens' in summary['data']:  # passes over the training split
-        summary['epochs'] = final['tokens'] / summary['data']['train_tokens']
-    if is_main:
-        metrics.write_json(workdir / 'summary.json', summary)
-    figures = ', '.join(f'{name} {summary[key]:.4f}' for name, key in (('train loss', 'train_loss'),
-                        ('eval loss', 'eval_loss')) if isinstance(summary.get(key), float))
-    progress.note(f'{status} at step {step}: ' + (f'{figures}; ' if figures else '') +
-                  f'summary in {workdir / "summary.json"}')
-    return summary

@@ -1,12 +1,12 @@
-"""metrics.jsonl and the console progress line (both from process 0 only)."""
+"""metrics.jsonl (from process 0 only) and the step timer that gives its throughput."""
 from __future__ import annotations
 
 import contextlib
 import json
-import math
-import sys
 import time
 from pathlib import Path
+
+from scalelab import files
 
 clock = time.perf_counter  # what StepTimer reads (tests put a fake clock here)
 
@@ -32,9 +32,7 @@ class MetricsLog:
                     continue
                 if record is not None and record['step'] <= resume_step:
                     kept.append(line)
-            tmp = self.path.with_suffix('.tmp')
-            tmp.write_text(''.join(line + '\n' for line in kept))
-            tmp.replace(self.path)
+            files.write_atomic(self.path, ''.join(line + '\n' for line in kept))
 
     def write(self, record: dict) -> None:
         if self.enabled:
@@ -48,13 +46,6 @@ class MetricsLog:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def write_json(path: Path, obj: dict) -> None:
-    """Atomic write: a reader never sees half a file, even if we are killed."""
-    tmp = Path(path).with_suffix('.tmp')
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + '\n')
-    tmp.replace(path)
 
 
 class StepTimer:
@@ -84,43 +75,3 @@ class StepTimer:
         seconds = now - self.mark - self.excluded
         self.mark, self.excluded = now, 0.0
         return seconds
-
-
-class Progress:
-    """One console line per log interval: step, loss, throughput, MFU, ETA."""
-
-    def __init__(self, total_steps: int, start_step: int, *, enabled: bool, stream=sys.stdout):
-        self.total, self.enabled, self.stream = total_steps, enabled, stream
-        self.t0, self.step0 = time.perf_counter(), start_step
-
-    def restart_clock(self, step: int) -> None:
-        """Measure the ETA from here (after compilation)."""
-        self.t0, self.step0 = time.perf_counter(), step
-
-    def report(self, step: int, fields: dict) -> None:
-        if not self.enabled:
-            return
-        elapsed, done = time.perf_counter() - self.t0, step - self.step0
-        eta = (self.total - step) * elapsed / done if done > 0 else math.nan
-        parts = [f'step {step}/{self.total}']
-        for key, value in fields.items():
-            parts.append(f'{key} {value}')
-        parts.append(f'ETA {format_duration(eta)}')
-        print(' | '.join(parts), file=self.stream, flush=True)
-
-    def note(self, message: str) -> None:
-        if self.enabled:
-            print(message, file=self.stream, flush=True)
-
-    def warn(self, message: str) -> None:
-        if self.enabled:
-            print(f'warning: {message}', file=sys.stderr, flush=True)
-
-
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return '?'
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f'{h}h{m:02d}m' if h else (f'{m}m{s:02d}s' if m else f'{s}s')

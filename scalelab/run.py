@@ -1,7 +1,10 @@
 """CLI: train one config.
 
     python -m scalelab.run --config experiments/lm_stdlib.py --workdir runs/lm \
-        [--config.train.steps=500 ...] [--cpu_devices=8]
+        [--config.train.steps=500 ...] [--cpu-devices=8]
+
+Flags are spelled with dashes, as in every scalelab command; the underscore
+spellings (--cpu_devices, --num_processes, ...) still work.
 """
 from __future__ import annotations
 
@@ -15,17 +18,18 @@ from scalelab import cli
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (path.py[:arg]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (created; resumed if it holds a run).')
-_CPU_DEVICES = flags.DEFINE_integer('cpu_devices', None,
+_CPU_DEVICES = flags.DEFINE_integer('cpu-devices', None,
                                     'Virtual CPU devices to expose (for meshes on a CPU-only machine).')
 _COORDINATOR = flags.DEFINE_string('coordinator', None, 'host:port of process 0, for a multi-process run '
                                    '(else SCALELAB_COORDINATOR, else auto-detected on SLURM and TPU pods).')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-process run.')
-_HEARTBEAT = flags.DEFINE_integer('heartbeat_timeout', 100, 'Seconds without a peer\'s heartbeat before '
+_NUM_PROCESSES = flags.DEFINE_integer('num-processes', None, 'Processes in a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process-id', None, 'This process\'s index in a multi-process run.')
+_HEARTBEAT = flags.DEFINE_integer('heartbeat-timeout', 100, 'Seconds without a peer\'s heartbeat before '
                                   'the others abort.')
 _PROFILE = flags.DEFINE_string('profile-steps', None, 'a:b writes a JAX profiler trace of steps a..b-1 '
                                'to <workdir>/profile (view with TensorBoard or Perfetto).')
 flags.mark_flags_as_required(['config', 'workdir'])
+cli.underscore_aliases()
 
 
 def profile_range(text: str | None) -> tuple[int, int] | None:
@@ -35,8 +39,8 @@ def profile_range(text: str | None) -> tuple[int, int] | None:
         a, b = (int(part) for part in text.split(':'))
     except ValueError:
         raise app.UsageError(f'--profile-steps={text!r}: expected a:b with integers, e.g. 10:15') from None
-    if not 0 <= a < b:
-        raise app.UsageError(f'--profile-steps={text!r}: need 0 <= a < b')
+    if not 1 <= a < b:
+        raise app.UsageError(f'--profile-steps={text!r}: need 1 <= a < b (the trace starts after step a)')
     return a, b
 
 

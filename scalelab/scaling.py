@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.optimize import minimize
 
+from scalelab import progress
+
 HUBER_DELTA = 1e-3
 # Hoffmann et al.'s grid of initialisations (4500 starts for Approach 3).
 HOFFMANN_GRID = {
@@ -254,7 +256,7 @@ def bootstrap(fit: Callable, columns: Sequence[np.ndarray], optima: list[Optimum
     rows = len(columns[0])
     starts = np.stack([o.theta for o in optima[:max_starts]])
     laws = []
-    for _ in range(n):
+    for _ in progress.bar(range(n), desc='bootstrap', unit='fit'):
         pick = rng.integers(0, rows, size=rows)
         laws.append(fit(*(np.asarray(c)[pick] for c in columns), starts=starts)[0])
     return laws

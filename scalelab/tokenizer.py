@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scalelab import files
+
 META_FILE = 'scalelab_tokenizer.json'
 HF_FILE = 'tokenizer.json'
 EOS_CANDIDATES = ('<|endoftext|>', '</s>', '<eos>', '<|eos|>')
@@ -111,13 +113,13 @@ class Tokenizer:
         directory.mkdir(parents=True, exist_ok=True)
         meta = self.identity()
         if self.kind == 'hf':
-            _atomic_write(directory / HF_FILE, self.impl.to_str().encode())
+            files.write_atomic(directory / HF_FILE, self.impl.to_str().encode())
             meta['file'] = HF_FILE
         elif self.kind == 'tiktoken':
             file = Path(self.name).name if self.name.endswith('.tiktoken') else 'vocab.tiktoken'
-            _atomic_write(directory / file, self.source_bytes)
+            files.write_atomic(directory / file, self.source_bytes)
             meta['file'] = file
-        _atomic_write(directory / META_FILE, (json.dumps(meta, indent=2) + '\n').encode())
+        files.write_atomic(directory / META_FILE, (json.dumps(meta, indent=2) + '\n').encode())
         return directory
 
     def to_hf(self):
@@ -161,12 +163,6 @@ def _merges_of(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
         if len(parts) == 2:
             merges.append((parts[0], parts[1]))
     return merges
-
-
-def _atomic_write(path: Path, content: bytes) -> None:
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_bytes(content)
-    tmp.replace(path)
 
 
 def _sha256(*parts: bytes) -> str:

@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from scalelab import data, models, optim, parallel, tasks
+from scalelab import data, diagnostics, models, optim, parallel, tasks
 
 TrainState = dict  # {'step': int32[], 'params': tree, 'model_state': tree, 'opt_state': tree}
 
@@ -31,6 +31,8 @@ class StepSpec:
     seed: int
     microbatches: int
     compute_dtype: str
+    norms: str = 'none'  # diagnostics.MODES: which norms each step reports
+    norm_groups: tuple = ()  # diagnostics.layout of the parameters
 
 
 def init_state(model_cfg, spec: tasks.DataSpec, seed: int, tx: optax.GradientTransformation) -> TrainState:
@@ -76,7 +78,9 @@ def setup(cfg, mesh: jax.sharding.Mesh) -> Setup:
     abstract_state = jax.eval_shape(init)
     shardings = state_shardings(abstract_state, abstract_params, abstract_rest, tx, mesh)
     spec = StepSpec(graphdef=graphdef, task=data_spec.task, tx=tx, lr=lr, seed=cfg.seed,
-                    microbatches=cfg.train.microbatches, compute_dtype=cfg.train.compute_dtype)
+                    microbatches=cfg.train.microbatches, compute_dtype=cfg.train.compute_dtype,
+                    norms=cfg.log.norms,
+                    norm_groups=diagnostics.layout(abstract_state['params'], models.stacked_prefix(cfg.model)))
     return Setup(spec, init, abstract_state, shardings)
 
 
@@ -134,10 +138,11 @@ def train_step(spec: StepSpec, state: TrainState, batch: dict) -> tuple[TrainSta
     updates, opt_state = spec.tx.update(grads, state['opt_state'], params)
     new_params = optax.apply_updates(params, updates)
     new_state = {'step': state['step'] + 1, 'params': new_params, 'model_state': model_state, 'opt_state': opt_state}
-    grad_norm = optax.tree.norm(grads)
+    norms = diagnostics.norms(params, grads, updates, spec.norm_groups, spec.norms)
+    grad_norm = norms.pop('grad_norm') if 'grad_norm' in norms else optax.tree.norm(grads)
     # One flag a step, so no checkpoint is ever saved from a non-finite state (the loop reads it).
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(new_params))
-    metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': spec.lr(state['step']), 'finite': finite}
+    metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': spec.lr(state['step']), 'finite': finite, **norms}
     return new_state, metrics
 
 

@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from scalelab import cli
+from scalelab import files as files_lib
+from scalelab import progress
 from scalelab import tokenizer as tokenizer_lib
 from scalelab.data import corpus, text
 
@@ -156,13 +159,16 @@ class ShardWriter:
 
 def write_split(ds, writer: ShardWriter, separator: int | None) -> dict:
     n_docs = n_tokens = n_bytes = 0
+    bar = progress.bar(total=len(ds), desc=f'write {writer.split}', unit='doc')
     for batch in ds.iter(batch_size=1024):
+        bar.update(len(batch['ids']))
         for ids in batch['ids']:
             doc = np.asarray(ids, np.int64)
             writer.add(doc if separator is None else np.append(doc, separator))
             n_tokens += doc.size + (separator is not None)
         n_docs += len(batch['ids'])
         n_bytes += int(sum(batch['n_bytes']))
+    bar.close()
     return {'documents': n_docs, 'tokens': n_tokens, 'bytes': n_bytes,
             'bytes_per_token': n_bytes / n_tokens if n_tokens else None, 'shards': writer.close()}
 
@@ -205,6 +211,8 @@ def prepare(inputs: list[str], tokenizer: str, out: str | Path, *, pattern: str 
     cache = out / '.cache'
     shutil.rmtree(cache, ignore_errors=True)
     start = time.perf_counter()
+    import datasets  # its map shows tqdm bars: the same rule as ours (a terminal, not CI)
+    datasets.enable_progress_bars() if progress.bars_enabled() else datasets.disable_progress_bars()
     if num_proc > 1:
         os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')  # the worker processes are the parallelism
     try:
@@ -228,9 +236,7 @@ def prepare(inputs: list[str], tokenizer: str, out: str | Path, *, pattern: str 
                 separator=tok.eos_id, input=dict(files=len(files), format=fmt, first=str(files[0]),
                                                   pattern=pattern, text_field=options['text_field']),
                 eval_fraction=eval_fraction, splits=splits, seconds=time.perf_counter() - start)
-    tmp = out / (corpus.META + '.tmp')
-    tmp.write_text(json.dumps(meta, indent=2) + '\n')
-    tmp.replace(out / corpus.META)  # last: the corpus exists from here on
+    files_lib.write_json(out / corpus.META, meta)  # last: the corpus exists from here on
     log(f'{out}: {len(files)} files, {n_bytes / 1e6:.1f} MB -> ' + ', '.join(
         f'{k} {v["tokens"]:,} tokens ({v["documents"]:,} documents, {v["bytes_per_token"]:.2f} bytes/token)'
         for k, v in splits.items()) + f' with {tok.kind} {tok.name!r} ({tok.vocab_size} ids, {dtype.name}) in '
@@ -239,7 +245,7 @@ def prepare(inputs: list[str], tokenizer: str, out: str | Path, *, pattern: str 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog='python -m scalelab.data.prepare', description=__doc__,
+    p = cli.ArgumentParser(prog='python -m scalelab.data.prepare', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--input', action='append', required=True,
                    help='a file, a directory (with --pattern) or a glob; repeat for more')

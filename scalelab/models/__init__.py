@@ -46,6 +46,13 @@ def lr_groups(cfg: ml_collections.ConfigDict):
     return groups(cfg) if groups else None
 
 
+def stacked_prefix(cfg: ml_collections.ConfigDict) -> str | None:
+    """The top-level attribute whose leaves hold every layer on their first axis
+    (scan over layers), or None: diagnostics name each layer's norms alike either way."""
+    stacked = getattr(family(cfg.name), 'stacked_prefix', None)
+    return stacked(cfg) if stacked else None
+
+
 def build(cfg: ml_collections.ConfigDict, spec: DataSpec, seed: int | jax.Array) -> nnx.Module:
     """Concrete model. Shardings are applied by the caller (jit out_shardings),
     so variables are created without eager sharding and need no mesh context."""

@@ -121,6 +121,10 @@ def lr_groups(cfg):
             lambda name: 'hidden' if MUP_HIDDEN.search(name) else 'other')
 
 
+def stacked_prefix(cfg) -> str | None:
+    return 'blocks' if cfg.scan_layers else None
+
+
 def attention_impl(choice: str, dtype) -> str:
     """cuDNN's fused attention needs a GPU and 16-bit inputs; on CPU the heads-major
     einsum form is faster than XLA's; XLA's runs everywhere."""

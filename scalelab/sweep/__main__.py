@@ -1,9 +1,9 @@
 """CLI: run a sweep and fit its scaling law, or refit any results table.
 
     python -m scalelab.sweep --config experiments/sweep_lm_params.py --workdir runs/sweep
-        [--dry-run] [--emit-commands] [--parallel K] [--cpu_devices N]
+        [--dry-run] [--emit-commands] [--parallel K] [--cpu-devices N]
     python -m scalelab.sweep fit --results runs/sweep/results.csv --law power|chinchilla|isoflop
-        [--n_col N] [--d_col D] [--c_col C] [--loss_col loss] [--drop_top_loss K] [--out DIR]
+        [--n-col N] [--d-col D] [--c-col C] [--loss-col loss] [--drop-top-loss K] [--out DIR]
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ml_collections import config_flags
 
 from scalelab import cli
 from scalelab.errors import ConfigError
-from scalelab.metrics import write_json
+from scalelab.files import write_json
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Sweep config file (path.py[:arg]).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory: points/<name>/ run workdirs, results.csv, '
@@ -23,18 +23,19 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory: points/<name>/
 _DRY_RUN = flags.DEFINE_bool('dry-run', False, 'List the points with parameter counts and FLOPs; train nothing.')
 _EMIT = flags.DEFINE_bool('emit-commands', False, 'Print one `python -m scalelab.run ...` command per point.')
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Points run at once on this machine.')
-_CPU_DEVICES = flags.DEFINE_integer('cpu_devices', None, 'Passed to each point (virtual CPU devices).')
+_CPU_DEVICES = flags.DEFINE_integer('cpu-devices', None, 'Passed to each point (virtual CPU devices).')
 _RESULTS = flags.DEFINE_string('results', None, 'fit: a CSV with columns for N, loss and D or C.')
 _LAW = flags.DEFINE_enum('law', None, ['power', 'chinchilla', 'isoflop', 'lr_transfer'], 'fit: the law to fit '
                          '(default: the sweep config\'s, or power).')
-_N_COL = flags.DEFINE_string('n_col', 'N', 'fit: column of parameter counts.')
-_D_COL = flags.DEFINE_string('d_col', 'D', 'fit: column of training tokens (else C / 6N).')
-_C_COL = flags.DEFINE_string('c_col', 'C', 'fit: column of training FLOPs (else 6ND).')
-_LOSS_COL = flags.DEFINE_string('loss_col', 'loss', 'fit: column of losses.')
-_DROP = flags.DEFINE_integer('drop_top_loss', 0, 'fit: leave out this many highest-loss rows (outliers).')
+_N_COL = flags.DEFINE_string('n-col', 'N', 'fit: column of parameter counts.')
+_D_COL = flags.DEFINE_string('d-col', 'D', 'fit: column of training tokens (else C / 6N).')
+_C_COL = flags.DEFINE_string('c-col', 'C', 'fit: column of training FLOPs (else 6ND).')
+_LOSS_COL = flags.DEFINE_string('loss-col', 'loss', 'fit: column of losses.')
+_DROP = flags.DEFINE_integer('drop-top-loss', 0, 'fit: leave out this many highest-loss rows (outliers).')
 _BOOTSTRAP = flags.DEFINE_integer('bootstrap', None, 'Bootstrap resamples (default: the sweep config\'s, or 200).')
 _OUT = flags.DEFINE_string('out', None, 'fit: directory for fit.json and scaling.png (default: beside a sweep\'s '
                            'results.csv, else runs/fit/<name of the table>).')
+cli.underscore_aliases()
 
 
 def fit_and_report(rows: list[dict], law: str, out_dir: Path, n_bootstrap: int, title: str = '', **columns) -> dict:
@@ -101,7 +102,7 @@ def sweep_main() -> int:
     from scalelab.sweep import results, runner
     sweep, workdir = _CONFIG.value, Path(_WORKDIR.value)
     points = points_lib.expand(sweep, jax.device_count())
-    extra = (f'--cpu_devices={_CPU_DEVICES.value}',) if _CPU_DEVICES.value else ()
+    extra = (f'--cpu-devices={_CPU_DEVICES.value}',) if _CPU_DEVICES.value else ()
 
     if _EMIT.value:
         for point in points:
@@ -127,6 +128,7 @@ def sweep_main() -> int:
     rows = results.collect(sweep, points, workdir)
     results.write_csv(rows, workdir / 'results.csv')
     print(f'wrote {workdir / "results.csv"}')
+    plot_points(rows, workdir)
     bad = {name: status for name, status in outcome.items() if status not in ('completed', 'skipped (done)')}
     if bad:
         print('unfinished points: ' + '; '.join(f'{n}: {s}' for n, s in bad.items()), file=sys.stderr)
@@ -140,6 +142,22 @@ def sweep_main() -> int:
     else:
         print(f'{usable} completed points: not enough to fit (need 3)')
     return 1 if bad else 0
+
+
+def plot_points(rows: list[dict], workdir: Path) -> None:
+    """runs.png beside scaling.png: every point's loss curves against FLOPs, coloured by N."""
+    import matplotlib.pyplot as plt
+
+    from scalelab import plot
+    logged = {r['name']: workdir / 'points' / r['name'] for r in rows
+              if r['N'] and (workdir / 'points' / r['name'] / 'metrics.jsonl').exists()}
+    if not logged:
+        return
+    sizes = {r['name']: float(r['N']) for r in rows if r['name'] in logged}
+    fig = plot.plot_runs(logged, 'flops', workdir / 'runs.png', title=f'{workdir.name}: every point',
+                         color_by=sizes, color_label='N (parameters)')
+    plt.close(fig)
+    print(f'wrote {workdir / "runs.png"}')
 
 
 def main(argv: list[str]) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scalelab import flops, scaling, shapes
+from scalelab import files, flops, scaling, shapes
 from scalelab.sweep import points as points_lib
 from scalelab.sweep import runner
 
@@ -50,12 +50,7 @@ def collect(sweep, points: list[points_lib.Point], workdir: Path) -> list[dict]:
 
 def write_csv(rows: list[dict], path: Path) -> None:
     columns = list(FIXED_COLUMNS) + [k for k in rows[0] if k not in FIXED_COLUMNS]
-    tmp = Path(path).with_suffix('.tmp')
-    with tmp.open('w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({k: ('' if row.get(k) is None else row.get(k)) for k in columns} for row in rows)
-    tmp.replace(path)
+    files.write_csv(path, rows, columns)
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from scalelab import workdir as workdir_lib
 from scalelab.errors import EXIT_DIVERGED
-from scalelab.metrics import format_duration
+from scalelab import progress
+from scalelab.progress import format_duration
 from scalelab.sweep import points as points_lib
 
 FINAL_STATUSES = ('completed', 'diverged')
@@ -66,6 +67,10 @@ def run(sweep, points: list[points_lib.Point], workdir: Path, *, parallel: int =
                 proc.send_signal(signal.SIGTERM)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    bar = progress.bar(total=total_flops, desc='sweep', unit='FLOP')  # weighted by FLOPs, as the ETA is
+    bar.unit_scale = True
+    if not bar.disable:
+        log = bar.write  # lines above the bar
     try:
         queue = list(todo)
         while queue or active:
@@ -98,6 +103,7 @@ def run(sweep, points: list[points_lib.Point], workdir: Path, *, parallel: int =
                     status = f'failed (exit {proc.returncode}; see {point_dir(workdir, point) / "log.txt"})'
                 outcome[name] = status
                 done_flops += points_lib.planned_flops(point)
+                bar.update(points_lib.planned_flops(point))
                 elapsed = time.monotonic() - start
                 eta = elapsed * (total_flops - done_flops) / done_flops if done_flops else float('nan')
                 loss = summary.get(sweep.fit.metric) if summary else None
@@ -105,6 +111,7 @@ def run(sweep, points: list[points_lib.Point], workdir: Path, *, parallel: int =
                     + (f', {sweep.fit.metric} {loss:.4f}' if isinstance(loss, float) else '')
                     + f' | sweep ETA {format_duration(eta)}')
     finally:
+        bar.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     return outcome

@@ -1,0 +1,104 @@
+"""Training and evaluation loss of several runs on one figure.
+
+    python -m scalelab.plot runs/a runs/b ... [--x steps|tokens|flops] [--out runs.png]
+
+Reads each workdir's metrics.jsonl (the record sweeps read too). Left: the
+training loss of every log interval; right: the evaluation loss. Against
+tokens or FLOPs the x axis is logarithmic, as scaling curves are read; the
+loss axis is logarithmic when it spans more than a factor of two. A sweep
+draws the same figure of all its points (runs.png), coloured by parameter count.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from scalelab import cli, metrics  # noqa: E402
+
+X_AXES = {'steps': 'step', 'tokens': 'tokens', 'flops': 'training FLOPs (counted)'}
+X_KEYS = {'steps': 'step', 'tokens': 'tokens', 'flops': 'flops'}
+
+
+def curves(workdir: Path, x: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{'train': (x, loss), 'eval': (x, eval_loss)} of a workdir; an evaluation's tokens
+    and FLOPs are read off the training lines at its step."""
+    path = Path(workdir) / 'metrics.jsonl'
+    if not path.exists():
+        raise FileNotFoundError(f'{workdir}: no metrics.jsonl (not a run workdir, or no step logged yet)')
+    records = metrics.read_jsonl(path)
+    train = [r for r in records if 'loss' in r]
+    evals = [r for r in records if 'eval_loss' in r]
+    key = X_KEYS[x]
+    train_step = np.array([r['step'] for r in train], float)
+    train_x = np.array([r[key] for r in train], float)
+    eval_step = np.array([r['step'] for r in evals], float)
+    eval_x = eval_step if key == 'step' or not train else np.interp(eval_step, train_step, train_x)
+    return {'train': (train_x, np.array([r['loss'] for r in train], float)),
+            'eval': (eval_x, np.array([r['eval_loss'] for r in evals], float))}
+
+
+def plot_runs(runs: dict[str, Path], x: str, path: Path, title: str = '',
+              color_by: dict[str, float] | None = None, color_label: str = 'parameters') -> plt.Figure:
+    """The figure (also saved to `path`): one colour per run, by name or by `color_by` (log scale)."""
+    if x not in X_AXES:
+        raise ValueError(f'--x={x!r}: not one of {", ".join(X_AXES)}')
+    data = {label: curves(workdir, x) for label, workdir in runs.items()}
+    fig, (train_ax, eval_ax) = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    if color_by:
+        norm = matplotlib.colors.LogNorm(min(color_by.values()), max(color_by.values()))
+        colors = {label: plt.cm.viridis(norm(color_by[label])) for label in data}
+    else:
+        colors = {label: f'C{i % 10}' for i, label in enumerate(data)}
+    for label, series in data.items():
+        tx, ty = series['train']
+        train_ax.plot(tx, ty, color=colors[label], lw=1, alpha=0.85, label=None if color_by else label)
+        ex, ey = series['eval']
+        eval_ax.plot(ex, ey, color=colors[label], lw=1.5, marker='o', ms=3, label=None if color_by else label)
+    losses = np.concatenate([np.concatenate([s['train'][1], s['eval'][1]]) for s in data.values()])
+    losses = losses[np.isfinite(losses) & (losses > 0)]
+    for ax, name in ((train_ax, 'training loss'), (eval_ax, 'evaluation loss')):
+        ax.set_xlabel(X_AXES[x])
+        ax.set_title(name)
+        ax.grid(True, which='both', alpha=0.3)
+        if x != 'steps':
+            ax.set_xscale('log')
+        if losses.size and losses.max() / losses.min() > 2:
+            ax.set_yscale('log')
+    train_ax.set_ylabel('loss (nats per token)')
+    if color_by:
+        mappable = plt.cm.ScalarMappable(norm=norm, cmap='viridis')
+        fig.colorbar(mappable, ax=[train_ax, eval_ax], label=color_label, pad=0.01)
+    elif len(data) <= 12:
+        eval_ax.legend(fontsize=8)
+    fig.suptitle(title or ', '.join(data), fontsize=10)
+    fig.savefig(path, dpi=130, bbox_inches='tight')
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cli.ArgumentParser(prog='python -m scalelab.plot', description=__doc__.split('\n\n')[0])
+    p.add_argument('workdirs', nargs='+', help='run directories (each with a metrics.jsonl)')
+    p.add_argument('--x', default='steps', choices=sorted(X_AXES), help='the x axis (default steps)')
+    p.add_argument('--out', default='runs.png', help='the PNG to write (default runs.png)')
+    p.add_argument('--title', default='')
+    args = p.parse_args(argv)
+    labels = [Path(w).name or str(w) for w in args.workdirs]
+    runs = dict(zip(labels if len(set(labels)) == len(labels) else args.workdirs, map(Path, args.workdirs)))
+    try:
+        fig = plot_runs(runs, args.x, Path(args.out), args.title)
+    except (FileNotFoundError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    plt.close(fig)
+    print(f'wrote {args.out} ({len(runs)} runs, loss against {args.x})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
