@@ -8,8 +8,9 @@ For each shape (d_model x n_layers) it measures compile time (persistent cache
 off), the median step time, tokens/s and MFU against the matmul peak measured
 on the same machine in the same run (and the vendor peak, where known).
 It also reports: compile time with scan_layers at 32 vs 4 layers, data
-parallelism on all devices vs one, and the training loop's overhead over the
-bare step. Prints a table and writes benchmarks/results/<host>.json.
+parallelism on all devices vs one, the training loop's overhead over the
+bare step, and what the diagnostics (log.norms: per-layer-group norms of
+params, grads and updates) cost the default model's step (lm_stdlib.py). Prints a table and writes benchmarks/results/<host>.json.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def parse_args():
     p.add_argument('--loop-shape', default='256x4', help='shape whose loop overhead is measured')
     p.add_argument('--scan-d-model', type=int, default=256)
     p.add_argument('--scan-layers', default='4,32', help='shallow,deep: the depths whose compile times are compared')
+    p.add_argument('--diag-config', default='experiments/lm_stdlib.py',
+                   help='the experiment whose step is timed with each log.norms mode')
     p.add_argument('--quick', action='store_true', help='tiny shapes and few steps: checks the script runs')
     p.add_argument('--out', default=None, help='JSON path (default benchmarks/results/<host>.json)')
     args = p.parse_args()
@@ -147,6 +150,27 @@ def loop_overhead(cfg, steps: int, devices) -> dict:
             'overhead': loop_step_ms / bare_step_ms - 1}
 
 
+def diagnostics_overhead(args, devices) -> dict:
+    """The default experiment's step with log.norms none, global and groups, timed in
+    turn (so the machine's drift falls on all alike): what the norms cost."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('experiment', REPO / args.diag_config)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    modes = ('none', 'global', 'groups')
+    configs = []
+    for mode in modes:
+        cfg = module.get_config('tiny') if args.quick else module.get_config()
+        cfg.log.norms = mode
+        configs.append(cfg)
+    results = measure_alternating([CompiledStep(cfg, devices) for cfg in configs], args.steps)
+    out = {'config': args.diag_config, 'd_model': results[0]['d_model'], 'n_layers': results[0]['n_layers'],
+           **{f'{mode}_step_ms': r['step_ms'] for mode, r in zip(modes, results)}}
+    for mode in modes[1:]:
+        out[f'{mode}_overhead'] = out[f'{mode}_step_ms'] / out['none_step_ms'] - 1
+    return out
+
+
 def main():
     args = parse_args()
     import jax
@@ -203,6 +227,11 @@ def main():
     print(f'loop overhead at {args.loop_shape}: {100 * overhead["overhead"]:+.1f}% '
           f'({overhead["bare_step_ms"]:.1f} -> {overhead["loop_step_ms"]:.1f} ms/step)', flush=True)
 
+    diag = diagnostics_overhead(args, devices[:1])
+    print(f'diagnostics at {diag["config"]} ({diag["d_model"]}x{diag["n_layers"]}): step '
+          f'{diag["none_step_ms"]:.1f} ms without norms, global {100 * diag["global_overhead"]:+.2f}%, '
+          f'per layer group {100 * diag["groups_overhead"]:+.2f}%', flush=True)
+
     peaks.append(measure_peak())
     measured_peak = max(peaks)
     for row in [*rows, dp['one_device'], dp['all_devices']]:
@@ -213,7 +242,7 @@ def main():
                   num_devices=len(devices), jax=jax.__version__, dtype=args.dtype, seq=args.seq, batch=args.batch,
                   measured_peak_flops=measured_peak, peak_measurements=peaks, vendor_peak_flops=vendor_peak,
                   shapes=rows,
-                  data_parallel=dp, compile_time=scan, loop_overhead=overhead)
+                  data_parallel=dp, compile_time=scan, loop_overhead=overhead, diagnostics=diag)
     print()
     print(f'{device.device_kind} ({device.platform}), {args.dtype}, seq {args.seq}, batch {args.batch}; '
           f'measured matmul peak {measured_peak / 1e9:,.1f} GFLOP/s (the higher of '

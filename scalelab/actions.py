@@ -94,7 +94,8 @@ class LogTrain:
         losses = [float(v['loss']) for v in values]
         loss_z, spikes = self.spikes.add(losses)
         totals = s.record_at(s.step)
-        norms = {k: float(v) for k, v in values[-1].items() if k.startswith(('param_norm', 'update_', 'grad_norm/'))}
+        norms = diagnostics.per_layer({k: v for k, v in values[-1].items()
+                                       if k.startswith(('param_norm', 'update_', 'grad_norm/'))})
         record = {
             'step': s.step,
             'interval_steps': len(values),

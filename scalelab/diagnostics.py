@@ -41,16 +41,13 @@ def layout(abstract_params, stacked: str | None) -> tuple[tuple[str, bool], ...]
 
 
 def group_sq_sums(tree, groups: tuple[tuple[str, bool], ...]) -> dict[str, jax.Array]:
-    """Sum of squares (float32) of each group's leaves."""
+    """Sum of squares (float32) of each group's leaves; a stacked group's is a vector, one
+    entry a layer (not one output a layer: the program stays the same size at any depth)."""
     sums = {}
     for (group, stacked), leaf in zip(groups, jax.tree.leaves(tree), strict=True):
         sq = jnp.square(leaf.astype(jnp.float32))
-        if stacked:
-            per_layer = jnp.sum(sq, axis=tuple(range(1, leaf.ndim)))
-            for i in range(leaf.shape[0]):
-                sums[group.format(i)] = sums.get(group.format(i), 0.0) + per_layer[i]
-        else:
-            sums[group] = sums.get(group, 0.0) + jnp.sum(sq)
+        axes = tuple(range(1, leaf.ndim)) if stacked else None
+        sums[group] = sums.get(group, 0.0) + jnp.sum(sq, axis=axes)
     return sums
 
 
@@ -61,13 +58,25 @@ def norms(params, grads, updates, groups, mode: str) -> dict[str, jax.Array]:
     if mode == 'none':
         return {}
     sums = {kind: group_sq_sums(tree, groups) for kind, tree in zip(KINDS, (params, grads, updates))}
-    out = {f'{kind}_norm': jnp.sqrt(sum(sums[kind].values())) for kind in KINDS}
+    out = {f'{kind}_norm': jnp.sqrt(sum(jnp.sum(s) for s in sums[kind].values())) for kind in KINDS}
     out['update_ratio'] = _ratio(out['update_norm'], out['param_norm'])
     if mode == 'groups':
         for group in sums['param']:
             for kind in KINDS:
                 out[f'{kind}_norm/{group}'] = jnp.sqrt(sums[kind][group])
             out[f'update_ratio/{group}'] = _ratio(out[f'update_norm/{group}'], out[f'param_norm/{group}'])
+    return out
+
+
+def per_layer(values: dict) -> dict[str, float]:
+    """A step's norms as numbers, a stacked group's vector spread to one name a layer
+    ('param_norm/blocks.{}.attn' -> 'param_norm/blocks.0.attn', ...)."""
+    out = {}
+    for key, value in values.items():
+        if '{}' in key:
+            out.update({key.format(i): float(v) for i, v in enumerate(value)})
+        else:
+            out[key] = float(value)
     return out
 
 

@@ -73,8 +73,8 @@ def test_modes_report_what_they_say():
 
 def test_stacked_layers_give_the_looped_layers_norms():
     overrides = {'log.norms': 'groups', 'optim.warmup_steps': 0}
-    _, _, _, looped = one_step(tiny_lm(**overrides))
-    _, _, _, stacked = one_step(tiny_lm(**{**overrides, 'model.scan_layers': True}))
+    looped = diagnostics.per_layer(one_step(tiny_lm(**overrides))[3])
+    stacked = diagnostics.per_layer(one_step(tiny_lm(**{**overrides, 'model.scan_layers': True}))[3])
     names = sorted(k for k in looped if '/' in k)
     assert names == sorted(k for k in stacked if '/' in k)
     assert any(k.startswith('param_norm/blocks.1.') for k in names)
