@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from scalelab import cli, metrics  # noqa: E402
@@ -49,7 +50,7 @@ def plot_runs(runs: dict[str, Path], x: str, path: Path, title: str = '',
     if x not in X_AXES:
         raise ValueError(f'--x={x!r}: not one of {", ".join(X_AXES)}')
     data = {label: curves(workdir, x) for label, workdir in runs.items()}
-    fig, (train_ax, eval_ax) = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    fig, (train_ax, eval_ax) = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True, sharey=True)
     if color_by:
         norm = matplotlib.colors.LogNorm(min(color_by.values()), max(color_by.values()))
         colors = {label: plt.cm.viridis(norm(color_by[label])) for label in data}
@@ -68,12 +69,20 @@ def plot_runs(runs: dict[str, Path], x: str, path: Path, title: str = '',
         ax.grid(True, which='both', alpha=0.3)
         if x != 'steps':
             ax.set_xscale('log')
+            ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=''))  # 20k, 100k, 3G: short labels
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         if losses.size and losses.max() / losses.min() > 2:
             ax.set_yscale('log')
+            ax.yaxis.set_major_locator(ticker.LogLocator(subs=tuple(range(1, 10))))
+            ax.yaxis.set_major_formatter(ticker.FormatStrFormatter('%g'))  # 3, not 3 x 10^0
+            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     train_ax.set_ylabel('loss (nats per token)')
     if color_by:
         mappable = plt.cm.ScalarMappable(norm=norm, cmap='viridis')
-        fig.colorbar(mappable, ax=[train_ax, eval_ax], label=color_label, pad=0.01)
+        bar = fig.colorbar(mappable, ax=[train_ax, eval_ax], label=color_label, pad=0.01)
+        for axis_format in (bar.ax.yaxis.set_major_formatter, bar.ax.yaxis.set_minor_formatter):
+            axis_format(ticker.EngFormatter(sep=''))  # 20k, not 2 x 10^4
     elif len(data) <= 12:
         eval_ax.legend(fontsize=8)
     fig.suptitle(title or ', '.join(data), fontsize=10)
