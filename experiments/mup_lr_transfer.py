@@ -1,10 +1,14 @@
-"""Learning rate x width, under the standard parametrization and muP: under muP
-the best learning rate stays put as the model widens (Yang et al., Tensor Programs V).
+"""Learning rate x width x seed, under the standard parametrization and muP: under muP
+the best learning rate stays put as the model widens (Yang et al., Tensor Programs V, Figure 1).
 
-    python -m scalelab.sweep --config experiments/mup_lr_transfer.py --workdir runs/mup
+    python -m scalelab.sweep --config experiments/mup_lr_transfer.py --workdir runs/mup --parallel 2
 
-writes results.csv, fit.json (the best learning rate per width for each
-parametrization) and scaling.png (loss against learning rate, one curve per width).
+Widths 32 to 256 (8x), 3 seeds, 7 learning rates half a decade apart, no gradient
+clipping (its effect would depend on width) and no weight decay. muP's base width is 64,
+so muP and SP are the same model there. Writes results.csv, fit.json (each width's
+optimum: the vertex of a parabola in log10(lr) through the seed-averaged loss, with a
+standard error from the seeds' own optima; an optimum at the grid's edge is flagged) and
+scaling.png (loss against log2 lr, a curve per width, SP beside muP).
 """
 from ml_collections import ConfigDict
 
@@ -16,14 +20,15 @@ def get_config(arg: str | None = None):
     cfg.base = 'experiments/lm_stdlib.py:tiny'
     cfg.overrides = ConfigDict({
         'model.n_layers': 2, 'model.head_dim': 16, 'model.d_ff': 0, 'model.tie_embeddings': False,
-        'model.mup_base_width': 64, 'data.seq_len': 64, 'train.global_batch': 16, 'train.steps': 200,
+        'model.mup_base_width': 64, 'data.seq_len': 64, 'train.global_batch': 16, 'train.steps': 150,
         'train.log_every': 50, 'train.eval_every': 0, 'data.eval_tokens': 16384, 'optim.warmup_steps': 10,
-        'optim.weight_decay': 0.0, 'checkpoint.every_steps': 1000,
+        'optim.weight_decay': 0.0, 'optim.grad_clip': 0.0, 'checkpoint.every_steps': 1000,
     }, allow_dotted_keys=True)
     cfg.axes = ConfigDict({
+        'model.d_model': (32, 64, 128, 256),
         'model.parametrization': ('standard', 'mup'),
-        'model.d_model': (64, 128, 256),
-        'optim.learning_rate': (1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+        'optim.learning_rate': tuple(round(10 ** (e / 2), 6) for e in range(-7, 0)),  # 10^-3.5 .. 10^-0.5
+        'seed': (0, 1, 2),
     }, allow_dotted_keys=True)
     cfg.fit.update(law='lr_transfer', metric='eval_loss', bootstrap=0)
     return cfg

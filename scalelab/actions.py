@@ -76,6 +76,18 @@ def first_nonfinite_step(step_metrics: list[dict], last_step: int) -> int | None
     return None
 
 
+def logit_stats(step_metrics: list[dict]) -> dict[str, float]:
+    """An interval's logit statistics: the largest attention score of any step, the
+    mean output-logit RMS and z-loss term (those the step reported)."""
+    out = {}
+    if 'attn_logit_max' in step_metrics[-1]:
+        out['attn_logit_max'] = float(np.max([v['attn_logit_max'] for v in step_metrics]))
+    for key in ('logit_rms', 'z_loss'):
+        if key in step_metrics[-1]:
+            out[key] = float(np.mean([v[key] for v in step_metrics]))
+    return out
+
+
 class LogTrain:
     """Every `every` steps and at the last: one record of the interval (mean loss and
     grad norm, throughput, MFU, the last step's norms, loss spikes) to every writer."""
@@ -108,6 +120,7 @@ class LogTrain:
             'mfu': len(values) * self.flops_per_step / seconds / self.peak if self.peak else None,
             'loss_z': loss_z,
             'loss_spikes': spikes,
+            **logit_stats(values),
             **norms,
         }
         s.writers.write(record)

@@ -45,6 +45,7 @@ def base_config(model: str = 'transformer', data: str | None = None) -> ConfigDi
         eval_every=200,       # 0: evaluate only at the end (the evaluation set's size is a data key)
         init_from='',         # fine-tune: a run workdir, a checkpoint directory or a .safetensors file
         freeze='',            # regex of parameter names (as in export.py) kept fixed, e.g. '^embed\\.'
+        z_loss=0.0,           # weight of mean log(Z)^2 added to the loss (tasks.z_loss; PaLM used 1e-4)
     ))
     cfg.optim = optim.default_config()
     cfg.log = ConfigDict(dict(  # what each log step records, and where (metrics.jsonl always)
@@ -54,6 +55,7 @@ def base_config(model: str = 'transformer', data: str | None = None) -> ConfigDi
         norms='groups',       # none | global | groups: norms of params, grads, updates (diagnostics.py)
         spike_window=100,     # steps of loss history a step's loss z-score is measured against
         spike_z=6.0,          # a loss this many standard deviations above that history is a spike
+        logit_stats=True,     # output-logit RMS and the largest attention score (attn_logit_max)
     ))
     cfg.checkpoint = ConfigDict(dict(
         every_steps=200,
@@ -183,7 +185,7 @@ def _value_problems(cfg: ConfigDict, num_devices: int) -> list[str]:
     t = cfg.train
     for key in ('global_batch', 'microbatches', 'log_every'):
         _positive(problems, f'train.{key}', t[key])
-    for key in ('tokens', 'flops', 'eval_every'):
+    for key in ('tokens', 'flops', 'eval_every', 'z_loss'):
         _positive(problems, f'train.{key}', t[key], allow_zero=True)
     if t.tokens > 0 and t.flops > 0:
         problems.append(f'train.tokens={t.tokens} and train.flops={t.flops}: give the duration one way only')

@@ -3,13 +3,15 @@
     python -m scalelab.export --workdir runs/lm --out lm.safetensors
 
 Name mapping: a parameter's path in the model, its parts joined by '.'. For
-the Transformer (shapes with d = d_model, N = n_heads, H = head_dim, F = d_ff,
-V = vocab_size, L = n_layers):
+the Transformer (shapes with d = d_model, N = n_heads, K = n_kv_heads, H = head_dim,
+F = d_ff, V = vocab_size, L = n_layers):
 
     embed.embedding              (V, d)      token embedding; also the output layer when tied
     pos_embed                    (max_len, d) learned positions only
     blocks.{i}.attn_norm.scale   (d,)        (.bias with layernorm and use_bias)
-    blocks.{i}.attn.{q,k,v}.kernel (d, N, H) (.bias (N, H) with use_bias)
+    blocks.{i}.attn.q.kernel     (d, N, H)   (.bias (N, H) with use_bias)
+    blocks.{i}.attn.{k,v}.kernel (d, K, H)   K = N unless grouped-query attention
+    blocks.{i}.attn.{q,k}_norm.scale (H,)    qk_norm only
     blocks.{i}.attn.o.kernel     (N, H, d)
     blocks.{i}.mlp_norm.scale    (d,)
     blocks.{i}.mlp.{up,gate}.kernel (d, F)   gate only with swiglu

@@ -41,8 +41,11 @@ def transformer_params(cfg) -> dict[str, int]:
     """Hand count for models/transformer.py, term by term."""
     d, f, n_layers, vocab = cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.vocab_size
     bias = cfg.use_bias
-    norm = d * (2 if cfg.norm == 'layernorm' and bias else 1)
-    attention = 4 * d * d + (4 * d if bias else 0)          # q, k, v, o (+ biases)
+    per_norm = 2 if cfg.norm == 'layernorm' and bias else 1  # scale (+ bias)
+    norm = d * per_norm
+    kv = (cfg.n_kv_heads or cfg.n_heads) * (d // cfg.n_heads)  # width of k and of v (grouped-query: < d)
+    attention = 2 * d * d + 2 * d * kv + ((2 * d + 2 * kv) if bias else 0)  # q, o; k, v (+ biases)
+    attention += 2 * (d // cfg.n_heads) * per_norm if cfg.qk_norm else 0  # q and k norms, one head wide
     n_mlp_in = 2 if cfg.mlp == 'swiglu' else 1
     mlp = (n_mlp_in + 1) * d * f + ((n_mlp_in * f + d) if bias else 0)
     non_embedding = n_layers * (2 * norm + attention + mlp) + norm   # + final norm
@@ -184,14 +187,15 @@ def _no_embedding(total: int) -> dict[str, int]:
 def transformer_forward_flops_per_token(cfg, seq_len: int, causal: bool = True) -> float:
     """Matmul FLOPs per token of one forward pass.
 
-    Weights: 2 per weight (q, k, v, o, MLP, unembedding). Attention context:
+    Weights: 2 per weight (q, k, v, o, MLP, unembedding; k and v are narrower with grouped-query attention). Attention context:
     QK^T and AV are 2 * seq_len * d_model each per layer; causal attention
     needs only the lower triangle, half of it (Kaplan's 2 n_layer n_ctx d_attn).
     XLA computes the full square and masks it, so compare against causal=False.
     """
     d, f = cfg.d_model, cfg.d_ff
     n_mlp = 3 if cfg.mlp == 'swiglu' else 2
-    weights = cfg.n_layers * (4 * d * d + n_mlp * d * f) + d * cfg.vocab_size
+    kv = (cfg.n_kv_heads or cfg.n_heads) * (d // cfg.n_heads)
+    weights = cfg.n_layers * (2 * d * d + 2 * d * kv + n_mlp * d * f) + d * cfg.vocab_size
     context = cfg.n_layers * 4 * seq_len * d * (0.5 if causal else 1.0)
     return 2.0 * weights + context
 

@@ -71,6 +71,9 @@ def hf_config(model: dict, tok: tokenizer_lib.Tokenizer) -> dict:
                           'GPT-2 form to export')
     if model['d_model'] % model['n_heads']:
         raise HFError(f'model.n_heads={model["n_heads"]} does not divide model.d_model={model["d_model"]}')
+    if model.get('n_kv_heads', 0) not in (0, model['n_heads']):
+        raise HFError(f'model.n_kv_heads={model["n_kv_heads"]}: GPT-2 has one key/value head per query head '
+                      f'({model["n_heads"]}), so this model has no GPT-2 form to export')
     eos = tok.eos_id
     return dict(model_type='gpt2', architectures=['GPT2LMHeadModel'], vocab_size=model['vocab_size'],
                 n_positions=model['max_len'], n_embd=model['d_model'], n_layer=model['n_layers'],

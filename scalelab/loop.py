@@ -260,6 +260,8 @@ def summarize(session: actions.Session, run: Run) -> dict:
         tokens_per_s=run_steps * run.tokens_per_step / step_s if step_s else None,  # over every logged interval
         mfu=run_steps * run.flops_per_step / step_s / run.peak if step_s and run.peak else None,
         loss_spikes=sum(r.get('loss_spikes', 0) for r in intervals),
+        attn_logit_max=max((r['attn_logit_max'] for r in intervals if 'attn_logit_max' in r), default=None),
+        logit_rms=last_train.get('logit_rms'),
         compile_time_s=run.compile_s, wall_time_s=final['wall_time_s'],
         eval_time_s=session.timer.apart_s['eval'], checkpoint_time_s=session.timer.apart_s['checkpoint'],
         topology=run.topology, model=run.cfg.model.name, data=run.source.describe(),

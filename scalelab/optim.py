@@ -4,8 +4,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 from ml_collections import ConfigDict
 
@@ -27,7 +29,8 @@ def default_config() -> ConfigDict:
         b2=0.95,
         eps=1e-8,
         momentum=0.9,         # sgd with momentum ('momentum')
-        weight_decay=0.1,     # adamw: decoupled; others: added to the gradient (L2)
+        weight_decay=0.1,     # adamw: decoupled, times the learning rate; others: added to the gradient (L2)
+        independent_wd=False,  # True: decay by weight_decay * schedule / peak, apart from the learning rate
         grad_clip=1.0,        # global-norm clipping; 0: off
     ))
 
@@ -83,18 +86,46 @@ def decay_mask(params):
     return jax.tree.map(lambda name: not NO_DECAY.search(name), export.names(params))
 
 
-def _optimizer(cfg: ConfigDict, lr: optax.Schedule) -> optax.GradientTransformation:
+class _Count(NamedTuple):
+    count: jax.Array
+
+
+def independent_decay(weight_decay: float, relative: optax.Schedule) -> optax.GradientTransformation:
+    """p <- p - weight_decay * relative(step) * p, on top of the optimizer's update: weight
+    decay independent of the learning rate (Loshchilov & Hutter's original form; Wortsman
+    et al. 2023), so changing the learning rate leaves the decay per step as it was."""
+    def init(params):
+        return _Count(jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params):
+        factor = weight_decay * relative(state.count)
+        updates = jax.tree.map(lambda u, p: u - factor * p, updates, params)
+        return updates, _Count(optax.safe_increment(state.count))
+    return optax.masked(optax.GradientTransformation(init, update), decay_mask)
+
+
+def _optimizer(cfg: ConfigDict, lr: optax.Schedule, schedule_fn: optax.Schedule,
+               lr_scale: float = 1.0) -> optax.GradientTransformation:
+    """One optimizer at `lr` (a parameter group's: lr_scale times the schedule, muP).
+    Decay coupled to the learning rate is scaled by 1 / lr_scale, as MuAdam does, so
+    each group decays lr * weight_decay per step whatever its multiplier; independent
+    decay follows the schedule's shape (schedule / peak) and needs no such correction."""
+    decay = 0.0 if cfg.independent_wd else cfg.weight_decay / lr_scale
     if cfg.name == 'adamw':
-        return optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
-    base = {
-        'sgd': lambda: optax.sgd(lr),
-        'momentum': lambda: optax.sgd(lr, momentum=cfg.momentum),
-        'adagrad': lambda: optax.adagrad(lr, eps=cfg.eps),
-        'rmsprop': lambda: optax.rmsprop(lr, decay=cfg.b2, eps=cfg.eps),
-        'adam': lambda: optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
-    }[cfg.name]()
-    if cfg.weight_decay > 0:
-        return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask), base)
+        base = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=decay, mask=decay_mask)
+    else:
+        base = {
+            'sgd': lambda: optax.sgd(lr),
+            'momentum': lambda: optax.sgd(lr, momentum=cfg.momentum),
+            'adagrad': lambda: optax.adagrad(lr, eps=cfg.eps),
+            'rmsprop': lambda: optax.rmsprop(lr, decay=cfg.b2, eps=cfg.eps),
+            'adam': lambda: optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+        }[cfg.name]()
+        if decay > 0:
+            base = optax.chain(optax.add_decayed_weights(decay, mask=decay_mask), base)
+    if cfg.independent_wd and cfg.weight_decay > 0:
+        base = optax.chain(base, independent_decay(cfg.weight_decay,
+                                                   lambda step: schedule_fn(step) / cfg.learning_rate))
     return base
 
 
@@ -110,7 +141,7 @@ def make(cfg: ConfigDict, total_steps: int, *, groups: tuple[dict, Callable] | N
     lr = schedule(cfg, total_steps)
     clip = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
     if groups is None and not freeze:
-        return optax.chain(*clip, _optimizer(cfg, lr)), lr
+        return optax.chain(*clip, _optimizer(cfg, lr, lr)), lr
     scales, group_of = groups or ({'all': 1.0}, lambda _: 'all')
     pattern = re.compile(freeze) if freeze else None
 
@@ -121,5 +152,5 @@ def make(cfg: ConfigDict, total_steps: int, *, groups: tuple[dict, Callable] | N
                                          **{g: optax.identity() for g in scales}}, labels)
     per_group = optax.multi_transform(
         {'frozen': optax.set_to_zero(),
-         **{g: _optimizer(cfg, lambda step, s=s: lr(step) * s) for g, s in scales.items()}}, labels)
+         **{g: _optimizer(cfg, lambda step, s=s: lr(step) * s, lr, s) for g, s in scales.items()}}, labels)
     return optax.chain(zero_frozen, *clip, per_group), lr

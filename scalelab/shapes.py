@@ -30,7 +30,9 @@ def default_rule() -> ConfigDict:
 def shape_for(model_cfg, n_layers: int, d_model: int, rule) -> ConfigDict:
     cfg = ml_collections.ConfigDict(model_cfg.to_dict())
     d_ff = max(rule.head_dim, int(round(rule.ff_ratio * d_model / rule.head_dim)) * rule.head_dim)
-    cfg.update(n_layers=n_layers, d_model=d_model, n_heads=d_model // rule.head_dim, d_ff=d_ff)
+    n_heads = d_model // rule.head_dim
+    group = model_cfg.n_heads // model_cfg.n_kv_heads if model_cfg.get('n_kv_heads') else 1  # query heads per kv head
+    cfg.update(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_ff=d_ff, n_kv_heads=max(1, n_heads // group))
     return cfg
 
 
@@ -40,7 +42,7 @@ def count(model_cfg, rule) -> int:
 
 
 def solve_transformer(target: float, model_cfg, rule) -> ConfigDict:
-    """The model config (d_model, n_layers, n_heads, d_ff set) whose parameter
+    """The model config (d_model, n_layers, n_heads, n_kv_heads, d_ff set) whose parameter
     count is within `rule.tolerance` of `target`, nearest the aspect ratio.
 
     Raises ValueError naming the target and the nearest reachable counts when

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 TASKS = ('lm', 'classification', 'regression')
+LOGIT_TASKS = ('lm', 'classification')  # outputs are logits of a softmax
 TOP_K = 5
 
 
@@ -33,7 +34,7 @@ def _weights(batch: dict, shape) -> jax.Array:
 
 def per_example_loss(task: str, outputs: jax.Array, batch: dict) -> jax.Array:
     outputs = outputs.astype(jnp.float32)
-    if task in ('lm', 'classification'):
+    if task in LOGIT_TASKS:
         return optax.softmax_cross_entropy_with_integer_labels(outputs, batch['targets'])
     if task == 'regression':
         return jnp.mean((outputs - batch['targets']) ** 2, axis=-1)
@@ -43,6 +44,12 @@ def per_example_loss(task: str, outputs: jax.Array, batch: dict) -> jax.Array:
 def loss(task: str, outputs: jax.Array, batch: dict) -> jax.Array:
     """The training loss: mean over examples (and positions)."""
     return per_example_loss(task, outputs, batch).mean()
+
+
+def z_loss(logits: jax.Array) -> jax.Array:
+    """Mean of log(Z)^2, Z the softmax's partition function: adding a small multiple to
+    the loss keeps log Z near 0 and the logits from drifting (PaLM; Wortsman et al. 2023)."""
+    return jnp.mean(jnp.square(jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)))
 
 
 def eval_sums(task: str, outputs: jax.Array, batch: dict) -> dict[str, jax.Array]:

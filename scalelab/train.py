@@ -33,6 +33,8 @@ class StepSpec:
     compute_dtype: str
     norms: str = 'none'  # diagnostics.MODES: which norms each step reports
     norm_groups: tuple = ()  # diagnostics.layout of the parameters
+    z_loss: float = 0.0  # weight of log(Z)^2 in the loss (tasks.z_loss)
+    logit_stats: bool = False  # report the output-logit RMS and the largest attention score
 
 
 def init_state(model_cfg, spec: tasks.DataSpec, seed: int, tx: optax.GradientTransformation) -> TrainState:
@@ -79,7 +81,7 @@ def setup(cfg, mesh: jax.sharding.Mesh) -> Setup:
     shardings = state_shardings(abstract_state, abstract_params, abstract_rest, tx, mesh)
     spec = StepSpec(graphdef=graphdef, task=data_spec.task, tx=tx, lr=lr, seed=cfg.seed,
                     microbatches=cfg.train.microbatches, compute_dtype=cfg.train.compute_dtype,
-                    norms=cfg.log.norms,
+                    norms=cfg.log.norms, z_loss=cfg.train.z_loss, logit_stats=cfg.log.logit_stats,
                     norm_groups=diagnostics.layout(abstract_state['params'], models.stacked_prefix(cfg.model)))
     return Setup(spec, init, abstract_state, shardings)
 
@@ -88,22 +90,35 @@ def cast_floats(tree, dtype):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def _forward(spec: StepSpec, params, model_state, batch, *, train: bool, rngs):
-    """Model outputs, and the model state after the call (batch statistics move in training)."""
+def _forward(spec: StepSpec, params, model_state, batch, *, train: bool, rngs, stats: bool = False):
+    """Model outputs, the model state after the call (batch statistics move in training),
+    and with `stats` what the model reports beside its outputs (models with attention)."""
     model = nnx.merge(spec.graphdef, cast_floats(params, jnp.dtype(spec.compute_dtype)), model_state)
     inputs = batch['inputs']
     if jnp.issubdtype(inputs.dtype, jnp.floating):
         inputs = inputs.astype(jnp.dtype(spec.compute_dtype))
-    outputs = model(inputs, train=train, rngs=rngs)
+    if stats and hasattr(model, 'forward_with_stats'):
+        outputs, model_stats = model.forward_with_stats(inputs, train=train, rngs=rngs)
+    else:
+        outputs, model_stats = model(inputs, train=train, rngs=rngs), {}
     _, _, new_model_state = nnx.split(model, nnx.Param, ...)
-    return outputs, nnx.to_pure_dict(new_model_state)
+    return outputs, nnx.to_pure_dict(new_model_state), model_stats
 
 
 def _loss_fn(spec: StepSpec, params, model_state, batch, dropout_key):
+    """The loss to differentiate, and beside it (aux) the model state and the step's
+    statistics: the task loss alone, the z-loss term, logit sizes."""
     # The Rngs is made here, inside the differentiated function, whose trace may mutate it.
-    outputs, new_model_state = _forward(spec, params, model_state, batch, train=True,
-                                        rngs=nnx.Rngs(dropout=dropout_key))
-    return tasks.loss(spec.task, outputs, batch), new_model_state
+    outputs, new_model_state, stats = _forward(spec, params, model_state, batch, train=True,
+                                               rngs=nnx.Rngs(dropout=dropout_key), stats=spec.logit_stats)
+    loss = tasks.loss(spec.task, outputs, batch)
+    if spec.logit_stats and spec.task in tasks.LOGIT_TASKS:
+        stats['logit_rms'] = jnp.sqrt(jnp.mean(jnp.square(outputs.astype(jnp.float32))))
+    total = loss
+    if spec.z_loss > 0:
+        stats['z_loss'] = spec.z_loss * tasks.z_loss(outputs)
+        total = loss + stats['z_loss']
+    return total, (new_model_state, {'loss': loss, **stats})
 
 
 def _microbatches(batch: dict, n: int) -> dict:
@@ -120,21 +135,24 @@ def train_step(spec: StepSpec, state: TrainState, batch: dict) -> tuple[TrainSta
     params = state['params']
 
     if spec.microbatches == 1:
-        (loss, model_state), grads = grad_fn(spec, params, state['model_state'], batch, step_key)
+        (_, (model_state, stats)), grads = grad_fn(spec, params, state['model_state'], batch, step_key)
     else:
         def accumulate(carry, indexed):
-            loss_sum, grad_sum, model_state = carry
+            grad_sum, model_state = carry
             i, micro = indexed
-            (loss, model_state), grads = grad_fn(spec, params, model_state, micro, jax.random.fold_in(step_key, i))
-            return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads), model_state), None
+            (_, (model_state, stats)), grads = grad_fn(spec, params, model_state, micro,
+                                                       jax.random.fold_in(step_key, i))
+            return (jax.tree.map(jnp.add, grad_sum, grads), model_state), stats
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        (loss, grads, model_state), _ = jax.lax.scan(
-            accumulate, (jnp.zeros((), jnp.float32), zeros, state['model_state']),
+        (grads, model_state), stats_M = jax.lax.scan(
+            accumulate, (zeros, state['model_state']),
             (jnp.arange(spec.microbatches), _microbatches(batch, spec.microbatches)))
-        loss = loss / spec.microbatches
+        # Means over the microbatches, but the largest score is the largest of any.
+        stats = {k: jnp.max(v) if k == 'attn_logit_max' else jnp.mean(v) for k, v in stats_M.items()}
         grads = jax.tree.map(lambda g: g / spec.microbatches, grads)
 
+    loss = stats.pop('loss')
     updates, opt_state = spec.tx.update(grads, state['opt_state'], params)
     new_params = optax.apply_updates(params, updates)
     new_state = {'step': state['step'] + 1, 'params': new_params, 'model_state': model_state, 'opt_state': opt_state}
@@ -142,13 +160,14 @@ def train_step(spec: StepSpec, state: TrainState, batch: dict) -> tuple[TrainSta
     grad_norm = norms.pop('grad_norm') if 'grad_norm' in norms else optax.tree.norm(grads)
     # One flag a step, so no checkpoint is ever saved from a non-finite state (the loop reads it).
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(new_params))
-    metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': spec.lr(state['step']), 'finite': finite, **norms}
+    metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': spec.lr(state['step']), 'finite': finite,
+               **norms, **stats}
     return new_state, metrics
 
 
 def eval_step(spec: StepSpec, params, model_state, batch: dict) -> dict:
     """Summed loss, counts and task metrics, so any number of batches averages correctly."""
-    outputs, _ = _forward(spec, params, model_state, batch, train=False, rngs=None)
+    outputs, _, _ = _forward(spec, params, model_state, batch, train=False, rngs=None)
     return tasks.eval_sums(spec.task, outputs, batch)
 
 

@@ -41,17 +41,33 @@ def test_parameter_count_equals_arrays_and_hand_formula(norm, mlp, position, tie
     assert counts_from_arrays(model) == flops.transformer_params(model)
 
 
+@pytest.mark.parametrize('kv_heads, qk_norm, norm, bias', [(1, False, 'rmsnorm', False), (3, True, 'rmsnorm', False),
+                                                           (1, True, 'layernorm', True)])
+def test_grouped_query_and_qk_norm_counts_equal_arrays(kv_heads, qk_norm, norm, bias):
+    model = resolved_model(vocab_size=97, d_model=24, n_layers=3, n_heads=3, n_kv_heads=kv_heads, qk_norm=qk_norm,
+                           norm=norm, use_bias=bias)
+    counted = counts_from_arrays(model)
+    assert counted == flops.transformer_params(model)
+    plain = flops.transformer_params(resolved_model(vocab_size=97, d_model=24, n_layers=3, n_heads=3, norm=norm,
+                                                    use_bias=bias))
+    head = 24 // 3  # by hand: k and v lose (3 - kv) heads of 24 x 8 (+ 8 bias); the norms add 2 x 8 (x2 with bias)
+    by_hand = plain['non_embedding'] - 3 * 2 * (3 - kv_heads) * head * (24 + bias)
+    by_hand += 3 * 2 * head * (2 if bias else 1) if qk_norm else 0
+    assert counted['non_embedding'] == by_hand
+
+
 def test_kaplan_approximation_holds_for_a_plain_model():
     model = resolved_model(d_model=512, n_layers=6, n_heads=8)  # gelu, d_ff = 4d, no biases
     assert flops.transformer_params(model)['non_embedding'] == pytest.approx(12 * 6 * 512 ** 2, rel=0.01)
 
 
-@pytest.mark.parametrize('mlp', ['gelu', 'swiglu'])
-def test_train_flops_match_xla_cost_analysis(mlp):
+@pytest.mark.parametrize('mlp, kv_heads', [('gelu', 0), ('swiglu', 0), ('gelu', 1)])
+def test_train_flops_match_xla_cost_analysis(mlp, kv_heads):
     """Analytic training FLOPs (3x forward, full attention square as XLA computes it)
     agree with the compiled step's own count within 10%."""
     cfg = tiny_lm(**{'model.d_model': 256, 'model.n_layers': 2, 'model.n_heads': 4, 'model.d_ff': 0,
-                     'model.mlp': mlp, 'data.seq_len': 128, 'train.global_batch': 8})
+                     'model.mlp': mlp, 'model.n_kv_heads': kv_heads, 'data.seq_len': 128,
+                     'train.global_batch': 8})
     cfg, lowered = lowered_train_step(cfg)
     xla = lowered.compile().cost_analysis()['flops']
     analytic = 3 * 8 * flops.forward_flops_per_example(cfg.model, data.spec(cfg.data), causal=False)

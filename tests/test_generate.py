@@ -16,6 +16,10 @@ VARIANTS = {
     'learned_positions_scan': {'model.position': 'learned', 'model.max_len': 64, 'model.scan_layers': True},
     'gpt2_style': {'model.norm': 'layernorm', 'model.use_bias': True, 'model.position': 'learned',
                    'model.max_len': 64, 'model.tie_embeddings': True},
+    # grouped-query attention: the cache holds the 2 (or 1) key/value heads, not the 4 query heads
+    'gqa_qk_norm_softcaps': {'model.n_kv_heads': 2, 'model.qk_norm': True, 'model.attn_softcap': 5.0,
+                             'model.logit_softcap': 10.0},
+    'gqa_xla_scan': {'model.n_kv_heads': 1, 'model.attention': 'xla', 'model.scan_layers': True},
 }
 
 

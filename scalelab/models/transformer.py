@@ -38,7 +38,9 @@ REMAT_POLICIES = {
 }
 POSITIVE = ('d_model', 'n_layers', 'n_heads', 'max_len')
 # The options that make this transformer GPT-2's architecture (scalelab.hf converts exactly these).
-GPT2_OPTIONS = dict(norm='layernorm', mlp='gelu', position='learned', use_bias=True, parametrization='standard')
+GPT2_OPTIONS = dict(norm='layernorm', mlp='gelu', position='learned', use_bias=True, parametrization='standard',
+                    qk_norm=False, attn_softcap=0.0, logit_softcap=0.0, attn_mult=1.0, output_mult=1.0,
+                    embed_mult=1.0)
 # Top-level attributes whose parameters count as embedding parameters (Kaplan et al.).
 EMBEDDING_PARAMS = ('embed', 'pos_embed', 'head')
 
@@ -51,6 +53,7 @@ def default_config() -> ml_collections.ConfigDict:
         n_layers=4,
         n_heads=4,
         head_dim=0,           # > 0: n_heads = d_model / head_dim (heads keep their size as width grows)
+        n_kv_heads=0,         # grouped-query attention: key/value heads, dividing n_heads (0: n_heads)
         d_ff=0,               # 0: 4 * d_model
         max_len=1024,         # rows of the learned position table
         norm='rmsnorm',
@@ -68,6 +71,16 @@ def default_config() -> ml_collections.ConfigDict:
         attention='auto',     # auto (cuDNN on GPU in 16-bit, einsum on CPU, else XLA) | xla | cudnn | einsum
         parametrization='standard',  # standard | mup (Tensor Programs V), relative to mup_base_width
         mup_base_width=128,
+        # Multipliers (Tensor Programs V's alpha's; 1 = none): attention logits, output logits, embeddings.
+        attn_mult=1.0,
+        output_mult=1.0,
+        embed_mult=1.0,
+        zero_query=False,     # initialise the query projection to zero (TP-V's recommendation under muP)
+        zero_readout=False,   # initialise the untied output layer to zero
+        # Stability (Wortsman et al. 2023; Gemma 2): all off by default.
+        qk_norm=False,        # normalise queries and keys per head (model.norm's kind) before the scores
+        attn_softcap=0.0,     # > 0: attention scores -> c * tanh(scores / c)
+        logit_softcap=0.0,    # > 0: output logits -> c * tanh(logits / c)
     ))
 
 
@@ -77,6 +90,8 @@ def resolve(cfg: ml_collections.ConfigDict) -> None:
         cfg.n_heads = cfg.d_model // cfg.head_dim
     if cfg.d_ff == 0:
         cfg.d_ff = 4 * cfg.d_model
+    if cfg.n_kv_heads == 0:
+        cfg.n_kv_heads = cfg.n_heads
 
 
 def validate(cfg: ml_collections.ConfigDict, spec) -> list[str]:
@@ -90,6 +105,19 @@ def validate(cfg: ml_collections.ConfigDict, spec) -> list[str]:
                         'scaled apart from the input embedding)')
     if cfg.mup_base_width <= 0:
         problems.append(f'model.mup_base_width={cfg.mup_base_width}: must be positive')
+    elif cfg.parametrization == 'mup':
+        problems += _mup_width_problems(cfg)
+    if cfg.zero_readout and cfg.tie_embeddings:
+        problems.append('model.zero_readout=True: needs model.tie_embeddings=False (a zero readout would '
+                        'zero the tied input embedding too)')
+    n_heads = cfg.d_model // cfg.head_dim if cfg.head_dim > 0 and cfg.d_model % cfg.head_dim == 0 else cfg.n_heads
+    if cfg.n_kv_heads < 0 or (cfg.n_kv_heads > 0 and n_heads % cfg.n_kv_heads):
+        problems.append(f'model.n_kv_heads={cfg.n_kv_heads}: must divide model.n_heads={n_heads} '
+                        '(or be 0 for n_heads)')
+    for key in ('attn_softcap', 'logit_softcap', 'attn_mult', 'output_mult', 'embed_mult'):
+        if cfg[key] < 0 or (key.endswith('mult') and cfg[key] == 0):
+            valid = 'non-negative (0: off)' if key.endswith('softcap') else 'positive'
+            problems.append(f'model.{key}={cfg[key]}: must be {valid}')
     if cfg.d_ff < 0:
         problems.append(f'model.d_ff={cfg.d_ff}: must be positive (or 0 for 4 * d_model)')
     if cfg.d_model % cfg.n_heads:
@@ -107,9 +135,33 @@ def validate(cfg: ml_collections.ConfigDict, spec) -> list[str]:
     return problems
 
 
+def _mup_width_problems(cfg) -> list[str]:
+    """muP scales every hidden fan-in by one width_mult, so d_ff must grow with d_model
+    and the base width must split into the model's heads."""
+    problems = []
+    if cfg.d_ff not in (0, 4 * cfg.d_model):
+        problems.append(f"model.d_ff={cfg.d_ff}: under model.parametrization='mup' it must be 0 (4 * d_model), "
+                        "so the MLP's fan-in grows with width as the hidden learning rate assumes")
+    if cfg.head_dim == 0 and cfg.mup_base_width % cfg.n_heads:
+        problems.append(f'model.mup_base_width={cfg.mup_base_width}: must split into model.n_heads={cfg.n_heads} '
+                        'heads (the base head size sets the attention scale)')
+    return problems
+
+
 def width_mult(cfg) -> float:
     """d_model / base width under muP; 1 under the standard parametrization."""
     return cfg.d_model / cfg.mup_base_width if cfg.parametrization == 'mup' else 1.0
+
+
+def attention_scale(cfg) -> float:
+    """What q.k is multiplied by. Standard: attn_mult / sqrt(head size). muP: attn_mult * sqrt(base head size)
+    / head size, i.e. 1/head size as heads widen (TP-V), and exactly the standard scale at the base width.
+    With model.head_dim set, heads keep their size as the model widens, so the scale stays put."""
+    head = cfg.d_model // cfg.n_heads
+    if cfg.parametrization != 'mup':
+        return cfg.attn_mult / math.sqrt(head)
+    base_head = cfg.head_dim if cfg.head_dim > 0 else cfg.mup_base_width // cfg.n_heads
+    return cfg.attn_mult * math.sqrt(base_head) / head
 
 
 def lr_groups(cfg):
@@ -136,21 +188,38 @@ def attention_impl(choice: str, dtype) -> str:
     return 'einsum' if backend == 'cpu' else 'xla'
 
 
-def causal_attention_einsum(q_BxLxNxH, k_BxLxNxH, v_BxLxNxH, scale: float | None) -> jax.Array:
-    """The math of jax.nn.dot_product_attention(..., is_causal=True, implementation='xla')
-    (float32 scores and softmax) with heads moved ahead of the sequence first. XLA:CPU
-    runs the batched score and value matmuls of this layout about twice as fast (2.3 s ->
-    1.2 s of a d_model-512 step's 11 s in a profile); with layers.Dense's 2-D matmuls it took
-    that step from 44% to about 50% MFU (benchmarks/step_throughput.py)."""
-    L, H = q_BxLxNxH.shape[1], q_BxLxNxH.shape[3]
-    scale = H ** -0.5 if scale is None else scale
-    q_BxNxLxH, k_BxNxLxH, v_BxNxLxH = (jnp.swapaxes(t, 1, 2) for t in (q_BxLxNxH, k_BxLxNxH, v_BxLxNxH))
-    scores_BxNxLxL = jnp.einsum('bnqh,bnkh->bnqk', q_BxNxLxH, k_BxNxLxH,
-                                preferred_element_type=jnp.float32) * scale
-    causal_LxL = jnp.tril(jnp.ones((L, L), bool))
-    scores_BxNxLxL = jnp.where(causal_LxL, scores_BxNxLxL, -0.7 * jnp.finfo(jnp.float32).max)  # as jax's
-    probs_BxNxLxL = jax.nn.softmax(scores_BxNxLxL, axis=-1).astype(v_BxNxLxH.dtype)
-    return jnp.swapaxes(jnp.einsum('bnqk,bnkh->bnqh', probs_BxNxLxL, v_BxNxLxH), 1, 2)
+def attention_einsum(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxLxS, scale: float, softcap: float = 0.0):
+    """Attention written out, heads ahead of the sequence, with float32 scores and softmax (as
+    jax.nn.dot_product_attention's XLA form). Query head n reads key/value head n // (N / K)
+    (grouped-query attention when K < N). Also returns the largest score before capping, a
+    diagnostic of attention-logit growth (Wortsman et al. 2023).
+    XLA:CPU runs the batched matmuls of this layout about twice as fast as XLA's own form
+    (2.3 s -> 1.2 s of a d_model-512 step's 11 s in a profile; benchmarks/step_throughput.py)."""
+    B, L, N, H = q_BxLxNxH.shape
+    K = k_BxSxKxH.shape[2]
+    q_BxKxGxLxH = q_BxLxNxH.reshape(B, L, K, N // K, H).transpose(0, 2, 3, 1, 4)
+    k_BxKxSxH, v_BxKxSxH = jnp.swapaxes(k_BxSxKxH, 1, 2), jnp.swapaxes(v_BxSxKxH, 1, 2)
+    scores_BxKxGxLxS = jnp.einsum('bkgqh,bksh->bkgqs', q_BxKxGxLxH, k_BxKxSxH,
+                                  preferred_element_type=jnp.float32) * scale
+    mask_Bx1x1xLxS = mask_BxLxS[:, None, None]
+    max_score = jnp.max(jnp.where(mask_Bx1x1xLxS, scores_BxKxGxLxS, -jnp.inf))
+    if softcap > 0:
+        scores_BxKxGxLxS = softcap * jnp.tanh(scores_BxKxGxLxS / softcap)
+    scores_BxKxGxLxS = jnp.where(mask_Bx1x1xLxS, scores_BxKxGxLxS, -0.7 * jnp.finfo(jnp.float32).max)  # as jax's
+    probs_BxKxGxLxS = jax.nn.softmax(scores_BxKxGxLxS, axis=-1).astype(v_BxKxSxH.dtype)
+    out_BxKxGxLxH = jnp.einsum('bkgqs,bksh->bkgqh', probs_BxKxGxLxS, v_BxKxSxH)
+    return out_BxKxGxLxH.transpose(0, 3, 1, 2, 4).reshape(B, L, N, H), max_score
+
+
+def max_attention_score(q_BxLxNxH, k_BxSxKxH, mask_BxLxS, scale: float) -> jax.Array:
+    """The largest scaled q.k a fused attention kernel computed but did not return
+    (an extra score matmul, outside the gradient)."""
+    q_BxLxNxH, k_BxSxKxH = jax.lax.stop_gradient((q_BxLxNxH, k_BxSxKxH))
+    B, L, N, H = q_BxLxNxH.shape
+    K = k_BxSxKxH.shape[2]
+    scores = jnp.einsum('bqkgh,bskh->bkgqs', q_BxLxNxH.reshape(B, L, K, N // K, H), k_BxSxKxH,
+                        preferred_element_type=jnp.float32) * scale
+    return jnp.max(jnp.where(mask_BxLxS[:, None, None], scores, -jnp.inf))
 
 
 def rope(x_BxLxNxH: jax.Array, positions: jax.Array, base: float) -> jax.Array:
@@ -166,37 +235,41 @@ def rope(x_BxLxNxH: jax.Array, positions: jax.Array, base: float) -> jax.Array:
 
 class Attention(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs):
-        d, n = cfg.d_model, cfg.n_heads
+        d, n, kv = cfg.d_model, cfg.n_heads, cfg.n_kv_heads
         h = d // n
-        out_std = _residual_std(cfg)
         self.cfg = cfg
-        # muP scores attention by 1 / head_dim (not 1 / sqrt): q and k become correlated in training.
-        self.scale = 1.0 / h if cfg.parametrization == 'mup' else None
+        self.scale = attention_scale(cfg)
         names_in = ('embed', 'heads', 'head_dim')
         std = _hidden_std(cfg)
-        self.q = layers.Dense((d,), (n, h), names_in, std=std, use_bias=cfg.use_bias, rngs=rngs)
-        self.k = layers.Dense((d,), (n, h), names_in, std=std, use_bias=cfg.use_bias, rngs=rngs)
-        self.v = layers.Dense((d,), (n, h), names_in, std=std, use_bias=cfg.use_bias, rngs=rngs)
-        self.o = layers.Dense((n, h), (d,), ('heads', 'head_dim', 'embed'), std=out_std,
+        self.q = layers.Dense((d,), (n, h), names_in, std=0.0 if cfg.zero_query else std, use_bias=cfg.use_bias,
+                              rngs=rngs)
+        self.k = layers.Dense((d,), (kv, h), names_in, std=std, use_bias=cfg.use_bias, rngs=rngs)
+        self.v = layers.Dense((d,), (kv, h), names_in, std=std, use_bias=cfg.use_bias, rngs=rngs)
+        self.o = layers.Dense((n, h), (d,), ('heads', 'head_dim', 'embed'), std=_residual_std(cfg),
                               use_bias=cfg.use_bias, rngs=rngs)
+        self.q_norm = layers.norm(cfg.norm, h, eps=cfg.norm_eps, use_bias=cfg.use_bias, rngs=rngs) if cfg.qk_norm else None
+        self.k_norm = layers.norm(cfg.norm, h, eps=cfg.norm_eps, use_bias=cfg.use_bias, rngs=rngs) if cfg.qk_norm else None
 
     def __call__(self, x_BxLxD, positions, rngs, kv=None):
         """Causal self-attention. With `kv` = (k_cache, v_cache, index, key_positions_BxS),
         the new keys and values are written at `index` and every query attends to
         the cached keys at positions 0..its own (negative positions are padding).
-        Returns (output, updated (k_cache, v_cache) or None)."""
+        Returns (output, updated (k_cache, v_cache) or None, the largest attention score)."""
         heads = ('act_batch', 'act_seq', 'act_heads', None)
         q = constrain(self.q(x_BxLxD), *heads)
         k = constrain(self.k(x_BxLxD), *heads)
         v = constrain(self.v(x_BxLxD), *heads)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.cfg.position == 'rope':
             q = rope(q, positions, self.cfg.rope_base)
             k = rope(k, positions, self.cfg.rope_base)
         impl = attention_impl(self.cfg.attention, q.dtype)
+        if self.cfg.attn_softcap > 0:
+            impl = 'einsum'  # the fused kernels have no soft-capping
         if kv is None:
-            out_BxLxNxH = (causal_attention_einsum(q, k, v, self.scale) if impl == 'einsum' else
-                           jax.nn.dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
-                                                        implementation=impl))
+            L = q.shape[1]
+            mask_BxLxS = jnp.tril(jnp.ones((L, L), bool))[None]
             new_kv = None
         else:
             k_cache, v_cache, index, key_positions_BxS = kv
@@ -204,12 +277,19 @@ class Attention(nnx.Module):
             v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, index, 0, 0))
             query_BxT = jnp.broadcast_to(positions, q.shape[:2])
             keys_Bx1xS = key_positions_BxS[:, None, :]
-            mask_Bx1xTxS = ((keys_Bx1xS <= query_BxT[:, :, None]) & (keys_Bx1xS >= 0))[:, None]
-            out_BxLxNxH = jax.nn.dot_product_attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype),
-                                                       mask=mask_Bx1xTxS, scale=self.scale, implementation='xla')
+            mask_BxLxS = (keys_Bx1xS <= query_BxT[:, :, None]) & (keys_Bx1xS >= 0)
+            k, v = k_cache.astype(q.dtype), v_cache.astype(q.dtype)
+            impl = 'einsum' if impl == 'einsum' else 'xla'  # cuDNN's kernel takes no arbitrary mask
             new_kv = (k_cache, v_cache)
+        if impl == 'einsum':
+            out_BxLxNxH, max_score = attention_einsum(q, k, v, mask_BxLxS, self.scale, self.cfg.attn_softcap)
+        else:
+            out_BxLxNxH = jax.nn.dot_product_attention(
+                q, k, v, is_causal=kv is None, mask=None if kv is None else mask_BxLxS[:, None],
+                scale=self.scale, implementation=impl)
+            max_score = max_attention_score(q, k, mask_BxLxS, self.scale)
         out_BxLxNxH = constrain(out_BxLxNxH, *heads)
-        return layers.dropout(self.o(out_BxLxNxH), self.cfg.dropout, rngs), new_kv
+        return layers.dropout(self.o(out_BxLxNxH), self.cfg.dropout, rngs), new_kv, max_score
 
 
 class MLP(nnx.Module):
@@ -241,10 +321,10 @@ class Block(nnx.Module):
         self.mlp = MLP(cfg, rngs=rngs)
 
     def __call__(self, x_BxLxD, positions, rngs, kv=None):
-        attended, new_kv = self.attn(self.attn_norm(x_BxLxD), positions, rngs, kv)
+        attended, new_kv, max_score = self.attn(self.attn_norm(x_BxLxD), positions, rngs, kv)
         x_BxLxD = x_BxLxD + attended
         x_BxLxD = x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD), rngs)
-        return constrain(x_BxLxD, 'act_batch', 'act_seq', 'act_embed'), new_kv
+        return constrain(x_BxLxD, 'act_batch', 'act_seq', 'act_embed'), (new_kv, max_score)
 
 
 class Model(nnx.Module):
@@ -267,11 +347,18 @@ class Model(nnx.Module):
         self.final_norm = _norm(cfg, rngs)
         self.head = (None if cfg.tie_embeddings else
                      layers.Dense((cfg.d_model,), (cfg.vocab_size,), ('embed', 'vocab'),
-                                  std=cfg.init_std, use_bias=False, rngs=rngs))
+                                  std=0.0 if cfg.zero_readout else cfg.init_std, use_bias=False, rngs=rngs))
 
     def __call__(self, tokens_BxL: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None) -> jax.Array:
+        return self.forward_with_stats(tokens_BxL, train=train, rngs=rngs)[0]
+
+    def forward_with_stats(self, tokens_BxL: jax.Array, *, train: bool = False,
+                           rngs: nnx.Rngs | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Logits, and what shows an instability before the loss does: the largest
+        attention score over every layer and head (train.py logs it as attn_logit_max)."""
         rngs = rngs if train else None  # dropout only while training
-        return self._forward(tokens_BxL, jnp.arange(tokens_BxL.shape[1]), rngs, None)[0]
+        logits, _, max_score = self._forward(tokens_BxL, jnp.arange(tokens_BxL.shape[1]), rngs, None)
+        return logits, {'attn_logit_max': max_score}
 
     def activations(self, tokens_BxL: jax.Array) -> dict[str, jax.Array]:
         """Every recorded activation of a forward pass (embedding, blocks, logits)."""
@@ -280,9 +367,9 @@ class Model(nnx.Module):
         return seen
 
     def init_cache(self, batch: int, length: int, dtype=jnp.float32) -> dict[str, jax.Array]:
-        """Empty keys and values for `length` positions: (n_layers, batch, length, heads, head_dim)."""
+        """Empty keys and values for `length` positions: (n_layers, batch, length, kv heads, head_dim)."""
         cfg = self.cfg
-        shape = (cfg.n_layers, batch, length, cfg.n_heads, cfg.d_model // cfg.n_heads)
+        shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.d_model // cfg.n_heads)
         return {'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
 
     def decode(self, tokens_BxT: jax.Array, cache: dict, positions_BxT: jax.Array, key_positions_BxS: jax.Array,
@@ -290,30 +377,38 @@ class Model(nnx.Module):
         """Logits for T new tokens written at cache slots index..index+T-1, and
         the updated cache: a prompt at once (prefill), then one token a step.
         Rows may be left-padded: a slot's position is key_positions_BxS (< 0 for padding)."""
-        return self._forward(tokens_BxT, positions_BxT, None, (cache['k'], cache['v'], index, key_positions_BxS))
+        return self._forward(tokens_BxT, positions_BxT, None, (cache['k'], cache['v'], index, key_positions_BxS))[:2]
 
     def _forward(self, tokens_BxL, positions, rngs, kv, record=None):
         """`record(name, activation)`, if given, sees the embedding output, each
         block's output (looped layers) and the logits: a muP coordinate check."""
         record = record or (lambda name, x: None)
+        cfg = self.cfg
         x_BxLxD = self.embed(tokens_BxL)
+        if cfg.embed_mult != 1:
+            x_BxLxD = x_BxLxD * cfg.embed_mult
         if self.pos_embed is not None:
             x_BxLxD = x_BxLxD + self.pos_embed[...][jnp.maximum(positions, 0)]
         x_BxLxD = layers.dropout(x_BxLxD, self.cfg.dropout, rngs)
         x_BxLxD = constrain(x_BxLxD, 'act_batch', 'act_seq', 'act_embed')
         record('embed', x_BxLxD)
-        x_BxLxD, new_kv = self._layers(x_BxLxD, positions, rngs, kv, record)
+        x_BxLxD, new_kv, max_score = self._layers(x_BxLxD, positions, rngs, kv, record)
         x_BxLxD = self.final_norm(x_BxLxD)
         logits_BxLxV = self.embed.attend(x_BxLxD) if self.head is None else self.head(x_BxLxD)
-        logits_BxLxV = logits_BxLxV / width_mult(self.cfg)  # muP's readout multiplier (1 otherwise)
+        multiplier = cfg.output_mult / width_mult(cfg)  # muP's readout multiplier, times the output's own
+        if multiplier != 1:
+            logits_BxLxV = logits_BxLxV * multiplier
+        if cfg.logit_softcap > 0:
+            logits_BxLxV = cfg.logit_softcap * jnp.tanh(logits_BxLxV / cfg.logit_softcap)
         logits_BxLxV = constrain(logits_BxLxV, 'act_batch', 'act_seq', 'act_vocab')
         record('logits', logits_BxLxV)
-        return logits_BxLxV, None if new_kv is None else {'k': new_kv[0], 'v': new_kv[1]}
+        return logits_BxLxV, None if new_kv is None else {'k': new_kv[0], 'v': new_kv[1]}, max_score
 
     def _layers(self, x_BxLxD, positions, rngs, kv, record):
         """The blocks, looped or scanned, each optionally rematerialised (in
         training). Layer i's dropout key is fold_in(key, i) in both layouts.
-        `kv` = (k_cache, v_cache, index, key_positions) stacks the layers' caches."""
+        `kv` = (k_cache, v_cache, index, key_positions) stacks the layers' caches.
+        Returns (output, (k_cache, v_cache) or None, the largest attention score of any layer)."""
         cfg = self.cfg
         key = rngs.dropout() if rngs is not None and cfg.dropout > 0 else None
         k_all, v_all, extra = (None, None, None) if kv is None else (kv[0], kv[1], kv[2:])
@@ -328,17 +423,21 @@ class Model(nnx.Module):
         if cfg.scan_layers:
             graphdef, stacked = nnx.split(self.blocks)
             step = lambda x, xs: layer(graphdef, x, xs[0], positions, *xs[1:])
-            return jax.lax.scan(step, x_BxLxD, (stacked, jnp.arange(cfg.n_layers), k_all, v_all))
-        updated = []
+            x_BxLxD, (new_kv, max_score_L) = jax.lax.scan(step, x_BxLxD, (stacked, jnp.arange(cfg.n_layers),
+                                                                          k_all, v_all))
+            return x_BxLxD, new_kv, jnp.max(max_score_L)
+        updated, max_scores = [], []
         for i, block in enumerate(self.blocks):
             graphdef, state = nnx.split(block)
-            x_BxLxD, new_kv = layer(graphdef, x_BxLxD, state, positions, i,
-                                    None if kv is None else k_all[i], None if kv is None else v_all[i])
+            x_BxLxD, (new_kv, max_score) = layer(graphdef, x_BxLxD, state, positions, i,
+                                                 None if kv is None else k_all[i], None if kv is None else v_all[i])
             record(f'block{i}', x_BxLxD)
             updated.append(new_kv)
+            max_scores.append(max_score)
+        max_score = jnp.max(jnp.stack(max_scores))
         if kv is None:
-            return x_BxLxD, None
-        return x_BxLxD, (jnp.stack([k for k, _ in updated]), jnp.stack([v for _, v in updated]))
+            return x_BxLxD, None, max_score
+        return x_BxLxD, (jnp.stack([k for k, _ in updated]), jnp.stack([v for _, v in updated])), max_score
 
 
 def _norm(cfg, rngs):

@@ -25,7 +25,8 @@ _EMIT = flags.DEFINE_bool('emit-commands', False, 'Print one `python -m scalelab
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Points run at once on this machine.')
 _CPU_DEVICES = flags.DEFINE_integer('cpu-devices', None, 'Passed to each point (virtual CPU devices).')
 _RESULTS = flags.DEFINE_string('results', None, 'fit: a CSV with columns for N, loss and D or C.')
-_LAW = flags.DEFINE_enum('law', None, ['power', 'chinchilla', 'isoflop', 'lr_transfer'], 'fit: the law to fit '
+_LAW = flags.DEFINE_enum('law', None, ['power', 'chinchilla', 'isoflop', 'lr_transfer', 'lr_sensitivity'],
+                         'fit: the law to fit '
                          '(default: the sweep config\'s, or power).')
 _N_COL = flags.DEFINE_string('n-col', 'N', 'fit: column of parameter counts.')
 _D_COL = flags.DEFINE_string('d-col', 'D', 'fit: column of training tokens (else C / 6N).')
@@ -39,9 +40,9 @@ cli.underscore_aliases()
 
 
 def fit_and_report(rows: list[dict], law: str, out_dir: Path, n_bootstrap: int, title: str = '', **columns) -> dict:
-    from scalelab.sweep import plots, results
-    if law == 'lr_transfer':
-        data, fit = None, results.lr_transfer(rows, columns.get('loss_col', 'loss'))
+    from scalelab.sweep import lr_laws, plots, results
+    if law in ('lr_transfer', 'lr_sensitivity'):
+        data, fit = None, results.Fit(getattr(lr_laws, law)(rows, columns.get('loss_col', 'loss')))
     else:
         data = results.table(rows, **columns)
         fit = results.fit_table(data, law, bootstrap=n_bootstrap)
@@ -59,8 +60,15 @@ def fit_and_report(rows: list[dict], law: str, out_dir: Path, n_bootstrap: int, 
         print(f'  largest N={held["N"]:.3g} held out: predicted {held["predicted"]:.4f}{interval}, '
               f'measured {held["measured"]:.4f} ({100 * held["relative_error"]:+.2f}%)')
     for param, curve in fit.report.get('curves', {}).items():
-        best = ', '.join(f'width {w}: {lr:g}' for w, lr in curve['best_lr'].items())
-        print(f'  {param}: best learning rate {best} (moves {curve["best_lr_shift_decades"]:+.2f} decades)')
+        best = ', '.join(f'width {w}: {c["best_lr"]:.3g}' + (' (at the grid edge)' if c['at_edge'] else
+                                                            f' (SE {c["se_decades"] or 0:.2f} decades)')
+                         for w, c in curve['widths'].items())
+        print(f'  {param}: best learning rate {best}; moves {curve["best_lr_shift_decades"]:+.2f} decades '
+              f'narrowest to widest; wider is better near the optimum: {curve["wider_is_better"]["holds"]}')
+    for variant, widths in fit.report.get('variants', {}).items():
+        print(f'  {variant}: LR sensitivity ' + ', '.join(
+            f'width {w}: {c["lr_sensitivity"]:.3f}' + (f' ({len(c["diverged_lrs"])} diverged)' if c['diverged_lrs']
+                                                       else '') for w, c in widths.items()))
     for row in fit.report.get('compute_optimal', []):
         print(f'  C={row["C"]:.3g}: N_opt={row["N_opt"]:.3g}, D_opt={row["D_opt"]:.3g}, loss {row["loss"]:.4f}')
     print(f'wrote {out_dir / "fit.json"} and {out_dir / "scaling.png"}')
@@ -137,7 +145,7 @@ def sweep_main() -> int:
         fit_and_report(rows, sweep.fit.law, workdir,
                        sweep.fit.bootstrap if _BOOTSTRAP.value is None else _BOOTSTRAP.value,
                        title=f'{Path(sweep.base).stem}: {sweep.fit.metric} vs ' + (
-                           'learning rate per width' if sweep.fit.law == 'lr_transfer'
+                           'learning rate per width' if sweep.fit.law in ('lr_transfer', 'lr_sensitivity')
                            else f'{sweep.shape.count} parameters'))
     else:
         print(f'{usable} completed points: not enough to fit (need 3)')

@@ -1,6 +1,7 @@
 """scaling.png for each law: where people would rather look than read."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +15,7 @@ from scalelab import scaling  # noqa: E402
 
 def plot(fit, data: dict[str, np.ndarray], path: Path, title: str = '') -> None:
     draw = {'power': _power, 'chinchilla': _chinchilla, 'isoflop': _isoflop,
-            'lr_transfer': _lr_transfer}[fit.report['law']]
+            'lr_transfer': _lr_transfer, 'lr_sensitivity': _lr_sensitivity}[fit.report['law']]
     fig = draw(fit, data)
     fig.suptitle(title or fit.report['formula'], fontsize=10)
     fig.tight_layout()
@@ -92,18 +93,65 @@ def _isoflop(fit, data):
     return fig
 
 
+def _width_colours(widths):
+    """Narrow to wide as light to dark, as in Tensor Programs V's figures."""
+    return {w: plt.cm.viridis_r(0.15 + 0.8 * i / max(len(widths) - 1, 1)) for i, w in enumerate(widths)}
+
+
 def _lr_transfer(fit, data):
+    """Tensor Programs V, Figure 1: loss against log2 learning rate, a curve per width
+    (seed mean, standard-error bars), the fitted optimum starred; SP left, muP right."""
     curves = fit.report['curves']
-    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4.5), sharey=True, squeeze=False)
-    for ax, (param, curve) in zip(axes[0], sorted(curves.items())):
-        for i, (width, points) in enumerate(curve['points'].items()):
-            lrs, losses = zip(*points)
-            ax.plot(lrs, losses, 'o-', color=f'C{i}', label=f'width {width}')
-            best = curve['best_lr'][width]
-            ax.plot([best], [dict(points)[best]], '*', ms=14, color=f'C{i}')
-        ax.set(xscale='log', xlabel='learning rate', title=f'{param}: best lr moves '
-               f'{curve["best_lr_shift_decades"]:+.2f} decades')
-        ax.grid(True, which='both', alpha=0.3)
+    order = sorted(curves, key=lambda p: p != 'standard')
+    fig, axes = plt.subplots(1, len(order), figsize=(6 * len(order), 4.6), sharey=True, squeeze=False)
+    lows, highs = [], []
+    for ax, param in zip(axes[0], order):
+        curve = curves[param]
+        colours = _width_colours(sorted(curve['widths'], key=int))
+        for width, c in sorted(curve['widths'].items(), key=lambda kv: int(kv[0])):
+            lrs, mean, se = (np.array(v) for v in zip(*c['points']))
+            ax.errorbar(np.log2(lrs), mean, yerr=se, fmt='o-', ms=4, capsize=2, color=colours[width],
+                        label=f'width {width}' + (' (optimum at grid edge)' if c['at_edge'] else ''))
+            best = c['log10_best_lr'] * math.log2(10)
+            finite = np.isfinite(mean)
+            ax.plot([best], [np.interp(best, np.log2(lrs)[finite], mean[finite])], '*', ms=13,
+                    color=colours[width], markeredgecolor='k', zorder=5)
+            lows.append(np.nanmin(mean))
+            highs.append(np.nanmax(mean))
+        name = {'standard': 'Standard parametrization', 'mup': 'muP'}.get(param, param)
+        shift = round(curve['best_lr_shift_decades'], 2) + 0.0  # no '-0.00'
+        ax.set_title(f'{name}: optimum moves {shift:+.2f} decades\n'
+                     f'(range {curve["best_lr_range_decades"]:.2f}; star = parabola vertex)', fontsize=10)
+        ax.set_xlabel('log2 learning rate')
+        ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel('eval loss')
+    low = min(lows)
+    axes[0][0].set_ylim(low - 0.05, min(max(highs), low + 1.2) + 0.05)  # a diverging edge point does not squash
+    axes[0][0].set_ylabel('eval loss (mean over seeds)')
+    return fig
+
+
+def _lr_sensitivity(fit, data):
+    """Wortsman et al. (2023), Figures 1 and 2 in small: final loss and the largest attention
+    logit against learning rate, a panel per variant, a curve per model width."""
+    variants = fit.report['variants']
+    names = sorted(variants)
+    fig, axes = plt.subplots(2, len(names), figsize=(4.6 * len(names), 7.5), sharex=True, sharey='row',
+                             squeeze=False)
+    for col, variant in enumerate(names):
+        colours = _width_colours(sorted(variants[variant], key=int))
+        for width, c in sorted(variants[variant].items(), key=lambda kv: int(kv[0])):
+            lrs, loss, logit = (np.array(v, float) for v in zip(*c['points']))
+            label = f'width {width}: sensitivity {c["lr_sensitivity"]:.3f}'
+            axes[0][col].plot(lrs, loss, 'o-', ms=4, color=colours[width], label=label)
+            axes[1][col].plot(lrs, logit, 'o-', ms=4, color=colours[width])
+            diverged = np.isin(lrs, c['diverged_lrs'])  # drawn at the initial loss they count as
+            axes[0][col].plot(lrs[diverged], loss[diverged], 'x', color='k', ms=9, mew=2)
+        axes[0][col].set_title(variant, fontsize=10)
+        axes[0][col].legend(fontsize=7)
+        axes[1][col].set(xscale='log', yscale='log', xlabel='learning rate')
+        for ax in axes[:, col]:
+            ax.grid(True, which='both', alpha=0.3)
+    axes[0][0].set_ylabel('final eval loss, capped at the initial loss')
+    axes[1][0].set_ylabel('largest attention logit')
     return fig

@@ -23,7 +23,7 @@ from scalelab import data as data_lib
 from scalelab.errors import ConfigError
 
 SPECIAL_AXES = ('target_params', 'tokens_per_param')
-LAWS = ('power', 'chinchilla', 'isoflop', 'lr_transfer')
+LAWS = ('power', 'chinchilla', 'isoflop', 'lr_transfer', 'lr_sensitivity')
 
 
 def default_config() -> ConfigDict:
@@ -109,7 +109,7 @@ def expand(sweep: ConfigDict, num_devices: int) -> list[Point]:
                 solved = shapes.solve_transformer(axes['target_params'], model, sweep.shape)
             except ValueError as e:
                 raise ConfigError([f'axes.target_params: {e}']) from None
-            for key in ('d_model', 'n_layers', 'n_heads', 'd_ff'):
+            for key in ('d_model', 'n_layers', 'n_heads', 'n_kv_heads', 'd_ff'):
                 cfg.model[key] = solved[key]
                 overrides[f'model.{key}'] = solved[key]
         if 'tokens_per_param' in axes:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scalelab import files, flops, scaling, shapes
+from scalelab import data as data_lib
+from scalelab import files, flops, scaling, shapes, tasks
 from scalelab.sweep import points as points_lib
 from scalelab.sweep import runner
 
@@ -43,9 +44,17 @@ def collect(sweep, points: list[points_lib.Point], workdir: Path) -> list[dict]:
             'loss': summary.get(sweep.fit.metric), 'train_loss': summary.get('train_loss'),
             'steps': summary.get('step'), 'd_model': model.d_model, 'n_layers': model.n_layers,
             'n_heads': model.n_heads, 'wall_time_s': summary.get('wall_time_s'),
+            'attn_logit_max': summary.get('attn_logit_max'), 'uniform_loss': uniform_loss(point.config),
             **{key: value for key, value in point.axes.items()},
         })
     return rows
+
+
+def uniform_loss(cfg) -> float | None:
+    """ln(outputs): the loss of a uniform prediction, which a model at initialisation is near
+    (lr_laws.lr_sensitivity's initial loss); None for regression."""
+    spec = data_lib.spec(cfg.data)
+    return math.log(spec.num_outputs) if spec.task in tasks.LOGIT_TASKS else None
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -171,24 +180,3 @@ def _fit_chinchilla(data, n_boot, seed, level) -> Fit:
     return Fit(report, law, laws)
 
 
-def lr_transfer(rows: list[dict], metric_col: str = 'loss') -> Fit:
-    """Loss against learning rate for each (parametrization, width): the best
-    learning rate per width, and how far it moves from the narrowest to the widest."""
-    curves: dict[str, dict[int, list[tuple[float, float]]]] = {}
-    for r in rows:
-        loss = _number(r.get(metric_col))
-        if r.get('status') == 'completed' and math.isfinite(loss):
-            curve = curves.setdefault(r['model.parametrization'], {}).setdefault(int(float(r['model.d_model'])), [])
-            curve.append((float(r['optim.learning_rate']), loss))
-    if not curves:
-        raise ValueError('lr_transfer: no completed rows with model.parametrization, model.d_model and '
-                         'optim.learning_rate columns')
-    report = {'law': 'lr_transfer', 'formula': 'best learning rate per width', 'rows': len(rows), 'curves': {}}
-    for param, widths in curves.items():
-        best = {w: min(sorted(points), key=lambda p: p[1])[0] for w, points in sorted(widths.items())}
-        narrow, wide = min(best), max(best)
-        report['curves'][param] = {
-            'best_lr': {str(w): lr for w, lr in best.items()},
-            'points': {str(w): sorted(points) for w, points in sorted(widths.items())},
-            'best_lr_shift_decades': math.log10(best[wide] / best[narrow])}
-    return Fit(report)

@@ -1,0 +1,110 @@
+"""Reading learning-rate sweeps: parabola optima, edge flags, seeds' standard errors,
+'wider is better', and Wortsman et al.'s LR sensitivity, each against a hand computation."""
+import math
+
+import numpy as np
+import pytest
+
+from scalelab.sweep import lr_laws
+
+LRS = [10 ** (e / 2) for e in range(-7, 0)]  # 7 points, half a decade apart
+
+
+def bowl(lr, best_log10, floor, curvature=0.4):
+    return floor + curvature * (math.log10(lr) - best_log10) ** 2
+
+
+def rows(param, width, seed, best_log10, floor):
+    return [{'status': 'completed', 'model.parametrization': param, 'model.d_model': str(width), 'seed': str(seed),
+             'optim.learning_rate': str(lr), 'loss': str(bowl(lr, best_log10, floor))} for lr in LRS]
+
+
+def test_parabola_vertex_is_exact_for_a_parabola_off_the_grid():
+    log_lrs = np.log10(LRS)
+    optimum, at_edge = lr_laws.parabola_optimum(log_lrs, np.array([bowl(lr, -2.3, 2.0) for lr in LRS]))
+    assert optimum == pytest.approx(-2.3, abs=1e-9) and not at_edge
+
+
+def test_an_optimum_at_the_grid_edge_is_flagged():
+    log_lrs = np.log10(LRS)
+    falling = np.array([bowl(lr, 0.0, 2.0) for lr in LRS])  # still falling at the largest rate
+    optimum, at_edge = lr_laws.parabola_optimum(log_lrs, falling)
+    assert at_edge and optimum == pytest.approx(log_lrs[-1])
+    rising = np.array([bowl(lr, -5.0, 2.0) for lr in LRS])
+    assert lr_laws.parabola_optimum(log_lrs, rising) == (pytest.approx(log_lrs[0]), True)
+
+
+def test_transfer_report_averages_seeds_and_gives_their_standard_error():
+    table = []
+    seed_optima = {0: -2.1, 1: -2.0, 2: -1.9}
+    for width, floor in ((64, 2.5), (256, 2.2)):
+        for seed, best in seed_optima.items():
+            table += rows('mup', width, seed, best + (0.1 if width == 256 else 0.0), floor)
+    report = lr_laws.lr_transfer(table)
+    curve = report['curves']['mup']
+    narrow, wide = curve['widths']['64'], curve['widths']['256']
+    # the mean of three parabolas with equal curvature is a parabola centred on the mean optimum
+    assert narrow['log10_best_lr'] == pytest.approx(-2.0, abs=1e-9)
+    assert wide['log10_best_lr'] == pytest.approx(-1.9, abs=1e-9)
+    assert curve['best_lr_shift_decades'] == pytest.approx(0.1, abs=1e-9)
+    assert narrow['se_decades'] == pytest.approx(np.std([-2.1, -2.0, -1.9], ddof=1) / math.sqrt(3))
+    assert narrow['seed_optima_log10'] == pytest.approx([-2.1, -2.0, -1.9])
+    # checked within half a decade of the widths' mean optimum, -1.95: 10^-2 and 10^-1.5
+    assert curve['wider_is_better']['holds']
+    assert curve['wider_is_better']['learning_rates'] == pytest.approx([10 ** -2, 10 ** -1.5])
+
+
+def test_wider_is_better_names_the_widths_that_break_it():
+    table = rows('standard', 64, 0, -2.0, 2.2) + rows('standard', 128, 0, -2.0, 2.3) + rows('standard', 256, 0, -2.0, 2.1)
+    check = lr_laws.lr_transfer(table)['curves']['standard']['wider_is_better']
+    assert not check['holds']
+    assert {(v['narrower'], v['wider']) for v in check['violations']} == {('64', '128')}
+
+
+def test_unfinished_runs_leave_their_learning_rate_out_of_the_mean():
+    table = rows('mup', 64, 0, -2.0, 2.0) + rows('mup', 64, 1, -2.0, 2.0)
+    table[-1]['status'] = 'diverged'  # seed 1 at the largest rate
+    points = lr_laws.lr_transfer(table)['curves']['mup']['widths']['64']['points']
+    assert math.isnan(points[-1][1]) and math.isfinite(points[-2][1])
+
+
+def test_lr_sensitivity_by_hand():
+    """Losses 3.0, 2.5, 2.0, 2.4, and one diverged run, initial loss 5.0: the capped losses are
+    3.0, 2.5, 2.0, 2.4, 5.0; their mean 2.98 minus the best 2.0 is 0.98."""
+    losses = [3.0, 2.5, 2.0, 2.4, None]
+    table = [{'status': 'completed' if loss else 'diverged', 'model.d_model': '64', 'model.qk_norm': 'False',
+              'optim.learning_rate': str(lr), 'loss': '' if loss is None else str(loss), 'uniform_loss': '5.0',
+              'attn_logit_max': str(10 * i)} for i, (lr, loss) in enumerate(zip([1e-3, 1e-2, 1e-1, 1e0, 1e1], losses))]
+    table.append({**table[0], 'loss': '7.5'})  # a finished run worse than the initial loss counts as it
+    table[-1]['optim.learning_rate'] = '1e-4'
+    report = lr_laws.lr_sensitivity(table)
+    entry = report['variants']['qk_norm=False']['64']
+    assert entry['lr_sensitivity'] == pytest.approx((3.0 + 2.5 + 2.0 + 2.4 + 5.0 + 5.0) / 6 - 2.0)
+    assert entry['best_lr'] == 1e-1 and entry['diverged_lrs'] == [10.0]
+    assert [p[2] for p in entry['points']] == [0.0, 0.0, 10.0, 20.0, 30.0, 40.0]
+
+
+def test_fit_command_reads_a_transfer_table_and_draws_it(tmp_path):
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+    table = []
+    for param, drift in (('standard', -0.5), ('mup', 0.0)):
+        for width, floor in ((64, 2.5), (128, 2.4), (256, 2.3)):
+            for seed in range(2):
+                table += rows(param, width, seed, -2.0 + drift * (width / 64 - 1) / 3 + 0.02 * seed, floor)
+    path = tmp_path / 'lr.csv'
+    with path.open('w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    out = subprocess.run([sys.executable, '-m', 'scalelab.sweep', 'fit', '--results', str(path), '--law',
+                          'lr_transfer', '--out', str(tmp_path / 'fit')], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / 'fit' / 'fit.json').read_text())
+    assert report['curves']['mup']['best_lr_shift_decades'] == pytest.approx(0.0, abs=1e-9)
+    assert report['curves']['standard']['best_lr_shift_decades'] == pytest.approx(-0.5, abs=1e-9)
+    assert 'moves -0.50 decades' in out.stdout and (tmp_path / 'fit' / 'scaling.png').stat().st_size > 10_000
