@@ -16,7 +16,9 @@ from collections import defaultdict
 import numpy as np
 
 LR, WIDTH, SEED = 'optim.learning_rate', 'model.d_model', 'seed'
-FIT_POINTS = 5        # grid points around the grid's minimum that the parabola is fitted to
+# The parabola goes through the grid's minimum and its two neighbours: the loss is V-shaped
+# in log lr, and a wider window pulls the vertex toward the flatter side.
+FIT_POINTS = 3
 NEAR_OPTIMUM = 0.5    # decades either side of an optimum where 'wider is better' is checked
 
 
@@ -30,7 +32,7 @@ def _number(value) -> float:
 def parabola_optimum(log_lrs: np.ndarray, losses: np.ndarray) -> tuple[float, bool]:
     """(log10 of the best learning rate, whether it sits at the grid's edge).
 
-    A parabola through the FIT_POINTS finite points nearest the smallest loss; its
+    A parabola through the FIT_POINTS finite points around the smallest loss; its
     vertex is the optimum. An optimum at the first or last grid point, a parabola
     that opens downward, or a vertex outside the fitted points is flagged: the grid
     does not bracket the optimum, and the grid's best point is returned instead."""
