@@ -42,6 +42,8 @@ def parse_args():
     p.add_argument('--scan-layers', default='4,32', help='shallow,deep: the depths whose compile times are compared')
     p.add_argument('--diag-config', default='experiments/lm_stdlib.py',
                    help='the experiment whose step is timed with each log.norms mode')
+    p.add_argument('--diagnostics-only', action='store_true',
+                   help='time only the diagnostics modes (default out benchmarks/results/<host>-diagnostics.json)')
     p.add_argument('--quick', action='store_true', help='tiny shapes and few steps: checks the script runs')
     p.add_argument('--out', default=None, help='JSON path (default benchmarks/results/<host>.json)')
     args = p.parse_args()
@@ -173,6 +175,15 @@ def diagnostics_overhead(args, devices) -> dict:
     return out
 
 
+def report_diagnostics(args, devices) -> dict:
+    diag = diagnostics_overhead(args, devices)
+    print(f'diagnostics at {diag["config"]} ({diag["d_model"]}x{diag["n_layers"]}): step '
+          f'{diag["none_step_ms"]:.1f} ms without norms, global {100 * diag["global_overhead"]:+.2f}%, '
+          f'per layer group {100 * diag["groups_overhead"]:+.2f}%, and with the logit statistics (the default) '
+          f'{100 * diag["default_overhead"]:+.2f}%', flush=True)
+    return diag
+
+
 def main():
     args = parse_args()
     import jax
@@ -184,6 +195,13 @@ def main():
     from scalelab import files, flops
     devices = jax.devices()
     device = devices[0]
+    if args.diagnostics_only:
+        diag = report_diagnostics(args, devices[:1])
+        out = Path(args.out or REPO / 'benchmarks' / 'results' / f'{platform.node()}-diagnostics.json')
+        files.write_json(out, dict(host=platform.node(), platform=device.platform, jax=jax.__version__,
+                                   diagnostics=diag))
+        print(f'wrote {out}')
+        return
     def measure_peak():
         return flops.measure_matmul_flops(device, args.dtype, n=4096 if device.platform != 'cpu' else 2048)
 
@@ -229,11 +247,7 @@ def main():
     print(f'loop overhead at {args.loop_shape}: {100 * overhead["overhead"]:+.1f}% '
           f'({overhead["bare_step_ms"]:.1f} -> {overhead["loop_step_ms"]:.1f} ms/step)', flush=True)
 
-    diag = diagnostics_overhead(args, devices[:1])
-    print(f'diagnostics at {diag["config"]} ({diag["d_model"]}x{diag["n_layers"]}): step '
-          f'{diag["none_step_ms"]:.1f} ms without norms, global {100 * diag["global_overhead"]:+.2f}%, '
-          f'per layer group {100 * diag["groups_overhead"]:+.2f}%, and with the logit statistics (the default) '
-          f'{100 * diag["default_overhead"]:+.2f}%', flush=True)
+    diag = report_diagnostics(args, devices[:1])
 
     peaks.append(measure_peak())
     measured_peak = max(peaks)

@@ -9,6 +9,7 @@ so muP and SP are the same model there. Writes results.csv, fit.json (each width
 optimum: the vertex of a parabola in log10(lr) through the seed-averaged loss, with a
 standard error from the seeds' own optima; an optimum at the grid's edge is flagged) and
 scaling.png (loss against log2 lr, a curve per width, SP beside muP).
+`experiments/mup_lr_transfer.py:qk_norm` runs the same grid with qk-layernorm.
 """
 from ml_collections import ConfigDict
 
@@ -24,6 +25,10 @@ def get_config(arg: str | None = None):
         'train.log_every': 50, 'train.eval_every': 0, 'data.eval_tokens': 16384, 'optim.warmup_steps': 10,
         'optim.weight_decay': 0.0, 'optim.grad_clip': 0.0, 'checkpoint.every_steps': 1000,
     }, allow_dotted_keys=True)
+    if arg == 'qk_norm':  # holds attention logits down at the high learning rates (stability_lr_sweep.py)
+        cfg.overrides['model.qk_norm'] = True
+    elif arg:
+        raise ValueError(f'experiments/mup_lr_transfer.py:{arg}: unknown variant; valid: qk_norm (or none)')
     cfg.axes = ConfigDict({
         'model.d_model': (32, 64, 128, 256),
         'model.parametrization': ('standard', 'mup'),
