@@ -15,7 +15,7 @@ import re
 from ml_collections import ConfigDict
 
 from scalelab import data as data_lib
-from scalelab import diagnostics, flops, models, optim, parallel, writers
+from scalelab import diagnostics, flops, models, optim, parallel, tasks, writers
 from scalelab.errors import ConfigError
 
 COMPUTE_DTYPES = ('float32', 'bfloat16')
@@ -214,6 +214,9 @@ def _value_problems(cfg: ConfigDict, num_devices: int) -> list[str]:
                             f'(task {spec.task}); it handles {", ".join(family.TASKS)}')
         else:
             problems += family.validate(cfg.model, spec)
+        if cfg.train.z_loss > 0 and spec.task not in tasks.LOGIT_TASKS:
+            problems.append(f'train.z_loss={cfg.train.z_loss}: needs logits (tasks {", ".join(tasks.LOGIT_TASKS)}); '
+                            f'data.name={cfg.data.name!r} is {spec.task}')
 
     try:
         sizes = parallel.mesh_shape(cfg.mesh, num_devices)

@@ -218,6 +218,13 @@ def test_bad_stability_settings_are_named(overrides, message):
         config.resolve(tiny_lm(**overrides), 8)
 
 
+def test_z_loss_needs_logits():
+    cfg = config.base_config('mlp', 'teacher')
+    cfg.train.z_loss = 1e-4
+    with pytest.raises(ConfigError, match=r"train\.z_loss=0\.0001: needs logits"):
+        config.resolve(cfg, 8)
+
+
 def test_a_run_logs_logit_statistics(tmp_path):
     loop.run(tiny_lm(**{'train.steps': 6, 'train.log_every': 3, 'train.z_loss': 1e-3, 'model.qk_norm': True,
                         'model.n_kv_heads': 2}), tmp_path)
