@@ -9,7 +9,9 @@ so muP and SP are the same model there. Writes results.csv, fit.json (each width
 optimum: the vertex of a parabola in log10(lr) through the seed-averaged loss, with a
 standard error from the seeds' own optima; an optimum at the grid's edge is flagged) and
 scaling.png (loss against log2 lr, a curve per width, SP beside muP).
-`experiments/mup_lr_transfer.py:qk_norm` runs the same grid with qk-layernorm.
+`experiments/mup_lr_transfer.py:qk_norm` runs the same grid with qk-layernorm;
+`:near_optimum` runs muP alone on a quarter-decade grid around its optimum (10^-2.5)
+with 5 seeds: whether wider is better there, with more power than 3 seeds give.
 """
 from ml_collections import ConfigDict
 
@@ -27,13 +29,18 @@ def get_config(arg: str | None = None):
     }, allow_dotted_keys=True)
     if arg == 'qk_norm':  # holds attention logits down at the high learning rates (stability_lr_sweep.py)
         cfg.overrides['model.qk_norm'] = True
-    elif arg:
-        raise ValueError(f'experiments/mup_lr_transfer.py:{arg}: unknown variant; valid: qk_norm (or none)')
+    elif arg and arg != 'near_optimum':
+        raise ValueError(f'experiments/mup_lr_transfer.py:{arg}: unknown variant; valid: qk_norm, near_optimum '
+                         '(or none)')
     cfg.axes = ConfigDict({
         'model.d_model': (32, 64, 128, 256),
         'model.parametrization': ('standard', 'mup'),
         'optim.learning_rate': tuple(round(10 ** (e / 2), 6) for e in range(-7, 0)),  # 10^-3.5 .. 10^-0.5
         'seed': (0, 1, 2),
     }, allow_dotted_keys=True)
+    if arg == 'near_optimum':
+        cfg.axes['model.parametrization'] = ('mup',)
+        cfg.axes['optim.learning_rate'] = tuple(round(10 ** (e / 4), 6) for e in (-11, -10, -9))  # 10^-2.75..-2.25
+        cfg.axes['seed'] = (0, 1, 2, 3, 4)
     cfg.fit.update(law='lr_transfer', metric='eval_loss', bootstrap=0)
     return cfg
