@@ -41,7 +41,7 @@ cli.underscore_aliases()
 
 def fit_and_report(rows: list[dict], law: str, out_dir: Path, n_bootstrap: int, title: str = '', **columns) -> dict:
     from scalelab.sweep import lr_laws, plots, results
-    if law in ('lr_transfer', 'lr_sensitivity'):
+    if law in lr_laws.LAWS:
         data, fit = None, results.Fit(getattr(lr_laws, law)(rows, columns.get('loss_col', 'loss')))
     else:
         data = results.table(rows, **columns)
@@ -107,7 +107,7 @@ def sweep_main() -> int:
     from scalelab import flops
     from scalelab import data as data_lib
     from scalelab.sweep import points as points_lib
-    from scalelab.sweep import results, runner
+    from scalelab.sweep import lr_laws, results, runner
     sweep, workdir = _CONFIG.value, Path(_WORKDIR.value)
     points = points_lib.expand(sweep, jax.device_count())
     extra = (f'--cpu-devices={_CPU_DEVICES.value}',) if _CPU_DEVICES.value else ()
@@ -145,7 +145,7 @@ def sweep_main() -> int:
         fit_and_report(rows, sweep.fit.law, workdir,
                        sweep.fit.bootstrap if _BOOTSTRAP.value is None else _BOOTSTRAP.value,
                        title=f'{Path(sweep.base).stem}: {sweep.fit.metric} vs ' + (
-                           'learning rate per width' if sweep.fit.law in ('lr_transfer', 'lr_sensitivity')
+                           'learning rate per width' if sweep.fit.law in lr_laws.LAWS
                            else f'{sweep.shape.count} parameters'))
     else:
         print(f'{usable} completed points: not enough to fit (need 3)')

@@ -15,18 +15,14 @@ from collections import defaultdict
 
 import numpy as np
 
+from scalelab.sweep.results import number
+
+LAWS = ('lr_transfer', 'lr_sensitivity')  # the laws this module fits (sweep fit.law)
 LR, WIDTH, SEED = 'optim.learning_rate', 'model.d_model', 'seed'
 # The parabola goes through the grid's minimum and its two neighbours: the loss is V-shaped
 # in log lr, and a wider window pulls the vertex toward the flatter side.
 FIT_POINTS = 3
 NEAR_OPTIMUM = 0.5    # decades either side of an optimum where 'wider is better' is checked
-
-
-def _number(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def parabola_optimum(log_lrs: np.ndarray, losses: np.ndarray) -> tuple[float, bool]:
@@ -56,9 +52,9 @@ def _curves(rows: list[dict], loss_col: str, group_col: str) -> dict:
     """{group: {width: {lr: {seed: loss}}}} of completed, finite rows."""
     out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
     for r in rows:
-        loss = _number(r.get(loss_col))
+        loss = number(r.get(loss_col))
         if r.get('status') == 'completed' and math.isfinite(loss):
-            out[r[group_col]][int(_number(r[WIDTH]))][_number(r[LR])][r.get(SEED, '0')] = loss
+            out[r[group_col]][int(number(r[WIDTH]))][number(r[LR])][r.get(SEED, '0')] = loss
     return out
 
 
@@ -124,12 +120,12 @@ def lr_sensitivity(rows: list[dict], loss_col: str = 'loss') -> dict:
     runs: dict = defaultdict(lambda: defaultdict(dict))
     for r in rows:
         variant = ', '.join(f'{k.split(".")[-1]}={r[k]}' for k in variant_cols) or 'all'
-        loss = _number(r.get(loss_col))
-        initial = _number(r.get('uniform_loss'))
+        loss = number(r.get(loss_col))
+        initial = number(r.get('uniform_loss'))
         final = loss if r.get('status') == 'completed' and math.isfinite(loss) else math.inf
-        runs[variant][int(_number(r[WIDTH]))][_number(r[LR])] = {
+        runs[variant][int(number(r[WIDTH]))][number(r[LR])] = {
             'loss': min(final, initial), 'diverged': not math.isfinite(final), 'initial': initial,
-            'attn_logit_max': _number(r.get('attn_logit_max'))}
+            'attn_logit_max': number(r.get('attn_logit_max'))}
     if not runs:
         raise ValueError(f'lr_sensitivity: no rows with columns {WIDTH} and {LR}')
     report = {'law': 'lr_sensitivity', 'rows': len(rows), 'formula': 'LR sensitivity = mean over lr of '

@@ -82,7 +82,7 @@ def table(rows: list[dict], *, n_col='N', d_col='D', c_col='C', loss_col='loss',
     def column(name):
         if name not in header:
             return None
-        return np.array([_number(r.get(name)) for r in rows])
+        return np.array([number(r.get(name)) for r in rows])
 
     keep = np.array([r.get('status', 'completed') == 'completed' for r in rows])
     out = {'N': column(n_col), 'loss': column(loss_col), 'D': column(d_col), 'C': column(c_col)}
@@ -99,7 +99,8 @@ def table(rows: list[dict], *, n_col='N', d_col='D', c_col='C', loss_col='loss',
     return out
 
 
-def _number(text) -> float:
+def number(text) -> float:
+    """A CSV cell (or summary value) as a float; nan when it is empty or not a number."""
     try:
         return float(text)
     except (TypeError, ValueError):
