@@ -46,6 +46,7 @@ def base_config(model: str = 'transformer', data: str | None = None) -> ConfigDi
         init_from='',         # fine-tune: a run workdir, a checkpoint directory or a .safetensors file
         freeze='',            # regex of parameter names (as in export.py) kept fixed, e.g. '^embed\\.'
         z_loss=0.0,           # weight of mean log(Z)^2 added to the loss (tasks.z_loss; PaLM used 1e-4)
+        label_smoothing=0.0,  # in [0, 1): the labels' share spread uniformly over the outputs (Vaswani et al.: 0.1)
     ))
     cfg.optim = optim.default_config()
     cfg.log = ConfigDict(dict(  # what each log step records, and where (metrics.jsonl always)
@@ -192,6 +193,8 @@ def _value_problems(cfg: ConfigDict, num_devices: int) -> list[str]:
     if t.tokens <= 0 and t.flops <= 0:
         _positive(problems, 'train.steps', t.steps)
     _choice(problems, 'train.compute_dtype', t.compute_dtype, COMPUTE_DTYPES)
+    if not 0.0 <= t.label_smoothing < 1.0:
+        problems.append(f'train.label_smoothing={t.label_smoothing}: must be in [0, 1)')
     if t.init_from and not os.path.exists(t.init_from):
         problems.append(f'train.init_from={t.init_from!r}: no such run, checkpoint or file')
     try:
@@ -214,6 +217,9 @@ def _value_problems(cfg: ConfigDict, num_devices: int) -> list[str]:
                             f'(task {spec.task}); it handles {", ".join(family.TASKS)}')
         else:
             problems += family.validate(cfg.model, spec)
+        if cfg.train.label_smoothing > 0 and spec.task not in tasks.LOGIT_TASKS:
+            problems.append(f'train.label_smoothing={cfg.train.label_smoothing}: needs labels over logits (tasks '
+                            f'{", ".join(tasks.LOGIT_TASKS)}); data.name={cfg.data.name!r} is {spec.task}')
         if cfg.train.z_loss > 0 and spec.task not in tasks.LOGIT_TASKS:
             problems.append(f'train.z_loss={cfg.train.z_loss}: needs logits (tasks {", ".join(tasks.LOGIT_TASKS)}); '
                             f'data.name={cfg.data.name!r} is {spec.task}')

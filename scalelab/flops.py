@@ -37,20 +37,37 @@ def count_params(params: dict, embedding_keys: tuple[str, ...]) -> dict[str, int
     return {'total': total, 'embedding': embedding, 'non_embedding': total - embedding}
 
 
-def transformer_params(cfg) -> dict[str, int]:
-    """Hand count for models/transformer.py, term by term."""
-    d, f, n_layers, vocab = cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.vocab_size
-    bias = cfg.use_bias
+def _layer_params(cfg) -> tuple[int, int, int]:
+    """(one norm, one attention, one MLP) of models/transformer.py, term by term."""
+    d, f, bias = cfg.d_model, cfg.d_ff, cfg.use_bias
     per_norm = 2 if cfg.norm == 'layernorm' and bias else 1  # scale (+ bias)
-    norm = d * per_norm
     kv = (cfg.n_kv_heads or cfg.n_heads) * (d // cfg.n_heads)  # width of k and of v (grouped-query: < d)
     attention = 2 * d * d + 2 * d * kv + ((2 * d + 2 * kv) if bias else 0)  # q, o; k, v (+ biases)
     attention += 2 * (d // cfg.n_heads) * per_norm if cfg.qk_norm else 0  # q and k norms, one head wide
     n_mlp_in = 2 if cfg.mlp == 'swiglu' else 1
     mlp = (n_mlp_in + 1) * d * f + ((n_mlp_in * f + d) if bias else 0)
-    non_embedding = n_layers * (2 * norm + attention + mlp) + norm   # + final norm
-    embedding = vocab * d
-    embedding += cfg.max_len * d if cfg.position == 'learned' else 0
+    return d * per_norm, attention, mlp
+
+
+def transformer_params(cfg) -> dict[str, int]:
+    """Hand count for models/transformer.py, term by term."""
+    norm, attention, mlp = _layer_params(cfg)
+    non_embedding = cfg.n_layers * (2 * norm + attention + mlp) + norm   # + final norm
+    embedding = cfg.vocab_size * cfg.d_model
+    embedding += cfg.max_len * cfg.d_model if cfg.position == 'learned' else 0
+    embedding += 0 if cfg.tie_embeddings else cfg.d_model * cfg.vocab_size
+    return {'total': embedding + non_embedding, 'embedding': embedding, 'non_embedding': non_embedding}
+
+
+def seq2seq_params(cfg) -> dict[str, int]:
+    """Hand count for models/seq2seq.py: encoder layers (2 norms, self-attention, MLP),
+    decoder layers (3 norms, self- and cross-attention, MLP), a final norm after each."""
+    norm, attention, mlp = _layer_params(cfg)
+    non_embedding = (cfg.n_layers * (2 * norm + attention + mlp)
+                     + cfg.n_decoder_layers * (3 * norm + 2 * attention + mlp) + 2 * norm)
+    d, vocab = cfg.d_model, cfg.vocab_size
+    embedding = vocab * d * (1 if cfg.share_embeddings else 2)
+    embedding += 2 * cfg.max_len * d if cfg.position == 'learned' else 0  # source and target tables
     embedding += 0 if cfg.tie_embeddings else d * vocab
     return {'total': embedding + non_embedding, 'embedding': embedding, 'non_embedding': non_embedding}
 
@@ -66,7 +83,7 @@ FLOP_CONVENTION = ('C = 6 N D; N = non-embedding parameters + the output head (d
 def head_params(model_cfg) -> int:
     """A language model's output head (its matmul runs whether or not it is tied to the input
     embedding); 0 for families whose last layer is already non-embedding."""
-    if model_cfg.name == 'transformer':
+    if model_cfg.name in ('transformer', 'seq2seq'):
         return model_cfg.d_model * model_cfg.vocab_size
     if model_cfg.name == 'lstm':
         return (model_cfg.d_hidden + 1) * model_cfg.vocab_size
@@ -200,10 +217,30 @@ def transformer_forward_flops_per_token(cfg, seq_len: int, causal: bool = True) 
     return 2.0 * weights + context
 
 
+def seq2seq_forward_flops(cfg, source_len: int, target_len: int, causal: bool = True) -> float:
+    """Matmul FLOPs of one forward pass over a (source, target) pair of padded lengths.
+
+    Encoder: the decoder-only count per source token with attention both ways. Decoder:
+    self-attention and MLP per target token, cross-attention's q and o per target token but
+    its k and v once per source token (computed once from the encoder's output), and its
+    context 4 d per (target, source) pair; the output head per target token."""
+    d, f = cfg.d_model, cfg.d_ff
+    n_mlp = 3 if cfg.mlp == 'swiglu' else 2
+    kv = (cfg.n_kv_heads or cfg.n_heads) * (d // cfg.n_heads)
+    encoder = cfg.n_layers * source_len * (2 * d * d + 2 * d * kv + n_mlp * d * f + 2 * source_len * d)
+    per_target = (2 * d * d + 2 * d * kv) + 2 * d * d + n_mlp * d * f  # self-attention, cross q and o, MLP
+    decoder = cfg.n_decoder_layers * (target_len * per_target + source_len * 2 * d * kv
+                                      + 2 * target_len * target_len * d * (0.5 if causal else 1.0)
+                                      + 2 * target_len * source_len * d)
+    return 2.0 * (encoder + decoder + target_len * d * cfg.vocab_size)
+
+
 def param_counts(model_cfg, spec) -> dict[str, int]:
     """Hand count of total / embedding / non-embedding parameters."""
     if model_cfg.name == 'transformer':
         return transformer_params(model_cfg)
+    if model_cfg.name == 'seq2seq':
+        return seq2seq_params(model_cfg)
     return {'mlp': mlp_params, 'cnn': cnn_params, 'resnet': resnet_params, 'lstm': lstm_params}[model_cfg.name](
         model_cfg, spec)
 
@@ -214,6 +251,8 @@ def forward_flops_per_example(model_cfg, spec, causal: bool = True) -> float:
     if model_cfg.name == 'transformer':
         seq_len = spec.input_shape[0]
         return seq_len * transformer_forward_flops_per_token(model_cfg, seq_len, causal)
+    if model_cfg.name == 'seq2seq':
+        return seq2seq_forward_flops(model_cfg, *spec.input_shape, causal)
     return {'mlp': mlp_forward_flops, 'cnn': cnn_forward_flops, 'resnet': resnet_forward_flops,
             'lstm': lstm_forward_flops}[model_cfg.name](model_cfg, spec)
 
@@ -224,7 +263,11 @@ def train_flops_per_step(model_cfg, spec, global_batch: int) -> float:
 
 
 def tokens_per_example(spec) -> int:
-    """Sequence positions per example for language models; 1 otherwise (D counts examples)."""
+    """Sequence positions per example for language models, target positions for translation
+    (with equal source and target lengths an encoder-decoder's 6 N per target token is its
+    arithmetic: each weight sees one token of its side); 1 otherwise (D counts examples)."""
+    if spec.task == 'seq2seq':
+        return spec.input_shape[1]
     return spec.input_shape[0] if spec.task == 'lm' else 1
 
 

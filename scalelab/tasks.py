@@ -1,8 +1,10 @@
 """What is learned: the loss a step minimises and the metrics an evaluation reports.
 
 Language modelling (next-symbol cross-entropy; bits per byte for byte-level
-text), classification (cross-entropy, accuracy, top-5 accuracy) and
-regression (mean squared error). Evaluation sums per batch, so any number of
+text), translation (seq2seq: the target's next-token cross-entropy over real
+tokens, token accuracy; BLEU comes from decoding, in translation.py),
+classification (cross-entropy, accuracy, top-5 accuracy) and regression (mean
+squared error). Training may smooth the labels (Szegedy et al. 2016). Evaluation sums per batch, so any number of
 batches (and padded rows, weight 0) averages correctly.
 """
 from __future__ import annotations
@@ -14,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-TASKS = ('lm', 'classification', 'regression')
-LOGIT_TASKS = ('lm', 'classification')  # outputs are logits of a softmax
+TASKS = ('lm', 'seq2seq', 'classification', 'regression')
+LOGIT_TASKS = ('lm', 'seq2seq', 'classification')  # outputs are logits of a softmax
 TOP_K = 5
 
 
@@ -32,8 +34,13 @@ def _weights(batch: dict, shape) -> jax.Array:
     return batch['weights'] if 'weights' in batch else jnp.ones(shape, jnp.float32)
 
 
-def per_example_loss(task: str, outputs: jax.Array, batch: dict) -> jax.Array:
+def per_example_loss(task: str, outputs: jax.Array, batch: dict, label_smoothing: float = 0.0) -> jax.Array:
+    """Cross-entropy against the labels (smoothed: mixed with a uniform distribution over
+    the outputs), or squared error."""
     outputs = outputs.astype(jnp.float32)
+    if task in LOGIT_TASKS and label_smoothing > 0:
+        labels = optax.smooth_labels(jax.nn.one_hot(batch['targets'], outputs.shape[-1]), label_smoothing)
+        return optax.softmax_cross_entropy(outputs, labels)
     if task in LOGIT_TASKS:
         return optax.softmax_cross_entropy_with_integer_labels(outputs, batch['targets'])
     if task == 'regression':
@@ -41,9 +48,13 @@ def per_example_loss(task: str, outputs: jax.Array, batch: dict) -> jax.Array:
     raise ValueError(f'unknown task {task!r}; valid: {TASKS}')
 
 
-def loss(task: str, outputs: jax.Array, batch: dict) -> jax.Array:
-    """The training loss: mean over examples (and positions)."""
-    return per_example_loss(task, outputs, batch).mean()
+def loss(task: str, outputs: jax.Array, batch: dict, label_smoothing: float = 0.0) -> jax.Array:
+    """The training loss: mean over examples (and positions), over the real ones where the
+    batch weights them (translation's padding has weight 0)."""
+    losses = per_example_loss(task, outputs, batch, label_smoothing)
+    if 'weights' not in batch:
+        return losses.mean()
+    return jnp.sum(losses * batch['weights']) / jnp.maximum(jnp.sum(batch['weights']), 1.0)
 
 
 def z_loss(logits: jax.Array) -> jax.Array:
@@ -56,6 +67,8 @@ def eval_sums(task: str, outputs: jax.Array, batch: dict) -> dict[str, jax.Array
     losses = per_example_loss(task, outputs, batch)
     weights = _weights(batch, losses.shape)
     sums = {'loss_sum': jnp.sum(losses * weights), 'count': jnp.sum(weights)}
+    if task == 'seq2seq':
+        sums['correct'] = jnp.sum((jnp.argmax(outputs, -1) == batch['targets']) * weights)
     if task == 'classification':
         logits = outputs.astype(jnp.float32)
         labels = batch['targets']
@@ -73,6 +86,8 @@ def summarize(task: str, sums: dict[str, float], bytes_per_token: float | None =
     out = {'eval_loss': sums['loss_sum'] / count}
     if task == 'lm' and bytes_per_token:
         out['eval_bits_per_byte'] = out['eval_loss'] / math.log(2) / bytes_per_token
+    if task == 'seq2seq':
+        out['eval_token_accuracy'] = sums['correct'] / count
     if task == 'classification':
         out['eval_accuracy'] = sums['correct'] / count
         out[f'eval_top{TOP_K}_accuracy'] = sums['top_k_correct'] / count

@@ -241,17 +241,17 @@ def _load_saved(directory: Path) -> Tokenizer:
     return loaded
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
-    """A byte-level BPE (GPT-2's scheme) trained with HF `tokenizers` on `texts`,
-    with <|endoftext|> as its document separator."""
+def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: tuple[str, ...] = (BPE_SPECIAL,)) -> Tokenizer:
+    """A byte-level BPE (GPT-2's scheme) trained with HF `tokenizers` on `texts`, with
+    <|endoftext|> as its document separator; `special_tokens` take the first ids in order."""
     from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
-    if vocab_size < 257:
-        raise TokenizerError(f'--vocab-size={vocab_size}: a byte-level BPE needs at least 257 '
-                             '(256 bytes and the separator)')
+    if vocab_size < 256 + len(special_tokens):
+        raise TokenizerError(f'--vocab-size={vocab_size}: a byte-level BPE needs at least {256 + len(special_tokens)} '
+                             f'(256 bytes and {", ".join(special_tokens)})')
     tok = HFTokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BPE_SPECIAL], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer=trainer)
     return from_hf(tok, f'bpe-{vocab_size}')

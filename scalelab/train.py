@@ -34,6 +34,7 @@ class StepSpec:
     norms: str = 'none'  # diagnostics.MODES: which norms each step reports
     norm_groups: tuple = ()  # diagnostics.layout of the parameters
     z_loss: float = 0.0  # weight of log(Z)^2 in the loss (tasks.z_loss)
+    label_smoothing: float = 0.0  # of the training loss's labels (tasks.per_example_loss)
     logit_stats: bool = False  # report the output-logit RMS and the largest attention score
 
 
@@ -82,6 +83,7 @@ def setup(cfg, mesh: jax.sharding.Mesh) -> Setup:
     spec = StepSpec(graphdef=graphdef, task=data_spec.task, tx=tx, lr=lr, seed=cfg.seed,
                     microbatches=cfg.train.microbatches, compute_dtype=cfg.train.compute_dtype,
                     norms=cfg.log.norms, z_loss=cfg.train.z_loss, logit_stats=cfg.log.logit_stats,
+                    label_smoothing=cfg.train.label_smoothing,
                     norm_groups=diagnostics.layout(abstract_state['params'], models.stacked_prefix(cfg.model)))
     return Setup(spec, init, abstract_state, shardings)
 
@@ -97,10 +99,11 @@ def _forward(spec: StepSpec, params, model_state, batch, *, train: bool, rngs, s
     inputs = batch['inputs']
     if jnp.issubdtype(inputs.dtype, jnp.floating):
         inputs = inputs.astype(jnp.dtype(spec.compute_dtype))
+    extra = {'decoder_inputs': batch['decoder_inputs']} if 'decoder_inputs' in batch else {}  # translation
     if stats and hasattr(model, 'forward_with_stats'):
-        outputs, model_stats = model.forward_with_stats(inputs, train=train, rngs=rngs)
+        outputs, model_stats = model.forward_with_stats(inputs, train=train, rngs=rngs, **extra)
     else:
-        outputs, model_stats = model(inputs, train=train, rngs=rngs), {}
+        outputs, model_stats = model(inputs, train=train, rngs=rngs, **extra), {}
     _, _, new_model_state = nnx.split(model, nnx.Param, ...)
     return outputs, nnx.to_pure_dict(new_model_state), model_stats
 
@@ -111,7 +114,7 @@ def _loss_fn(spec: StepSpec, params, model_state, batch, dropout_key):
     # The Rngs is made here, inside the differentiated function, whose trace may mutate it.
     outputs, new_model_state, stats = _forward(spec, params, model_state, batch, train=True,
                                                rngs=nnx.Rngs(dropout=dropout_key), stats=spec.logit_stats)
-    loss = tasks.loss(spec.task, outputs, batch)
+    loss = tasks.loss(spec.task, outputs, batch, spec.label_smoothing)
     if spec.logit_stats and spec.task in tasks.LOGIT_TASKS:
         stats['logit_rms'] = jnp.sqrt(jnp.mean(jnp.square(outputs.astype(jnp.float32))))
     total = loss

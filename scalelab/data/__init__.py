@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from ml_collections import ConfigDict
 
-from scalelab.data import corpus, images, teacher, text
+from scalelab.data import corpus, images, teacher, text, translation
 from scalelab.tasks import DataSpec
 
-SOURCES = {'text': text, 'corpus': corpus, 'images': images, 'teacher': teacher}
+SOURCES = {'text': text, 'corpus': corpus, 'images': images, 'teacher': teacher, 'translation': translation}
 
 
 def source(name: str):

@@ -14,7 +14,7 @@ import jax
 import ml_collections
 from flax import nnx
 
-from scalelab.models import cnn, lstm, mlp, resnet, transformer
+from scalelab.models import cnn, lstm, mlp, resnet, seq2seq, transformer
 from scalelab.tasks import DataSpec
 
 FAMILIES: dict[str, types.ModuleType] = {
@@ -23,6 +23,7 @@ FAMILIES: dict[str, types.ModuleType] = {
     'cnn': cnn,
     'resnet': resnet,
     'lstm': lstm,
+    'seq2seq': seq2seq,
 }
 
 

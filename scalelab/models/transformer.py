@@ -246,26 +246,21 @@ class Attention(nnx.Module):
         self.q_norm = layers.norm(cfg.norm, h, eps=cfg.norm_eps, use_bias=cfg.use_bias, rngs=rngs) if cfg.qk_norm else None
         self.k_norm = layers.norm(cfg.norm, h, eps=cfg.norm_eps, use_bias=cfg.use_bias, rngs=rngs) if cfg.qk_norm else None
 
-    def __call__(self, x_BxLxD, positions, rngs, kv=None):
-        """Causal self-attention. With `kv` = (k_cache, v_cache, index, key_positions_BxS),
+    def __call__(self, x_BxLxD, positions, rngs, kv=None, mask_BxLxS=None):
+        """Self-attention, causal unless `mask_BxLxS` says which keys each query sees (an
+        encoder: every real token). With `kv` = (k_cache, v_cache, index, key_positions_BxS),
         the new keys and values are written at `index` and every query attends to
         the cached keys at positions 0..its own (negative positions are padding).
         Returns (output, updated (k_cache, v_cache) or None, the largest attention score)."""
-        heads = ('act_batch', 'act_seq', 'act_heads', None)
-        q = constrain(self.q(x_BxLxD), *heads)
-        k = constrain(self.k(x_BxLxD), *heads)
-        v = constrain(self.v(x_BxLxD), *heads)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
+        q = self._queries(x_BxLxD)
+        k, v = self.keys_values(x_BxLxD)
         if self.cfg.position == 'rope':
             q = rope(q, positions, self.cfg.rope_base)
             k = rope(k, positions, self.cfg.rope_base)
-        impl = attention_impl(self.cfg.attention, q.dtype)
-        if self.cfg.attn_softcap > 0:
-            impl = 'einsum'  # the fused kernels have no soft-capping
+        causal = kv is None and mask_BxLxS is None
         if kv is None:
             L = q.shape[1]
-            mask_BxLxS = jnp.tril(jnp.ones((L, L), bool))[None]
+            mask_BxLxS = jnp.tril(jnp.ones((L, L), bool))[None] if causal else mask_BxLxS
             new_kv = None
         else:
             k_cache, v_cache, index, key_positions_BxS = kv
@@ -275,17 +270,44 @@ class Attention(nnx.Module):
             keys_Bx1xS = key_positions_BxS[:, None, :]
             mask_BxLxS = (keys_Bx1xS <= query_BxT[:, :, None]) & (keys_Bx1xS >= 0)
             k, v = k_cache.astype(q.dtype), v_cache.astype(q.dtype)
-            impl = 'einsum' if impl == 'einsum' else 'xla'  # cuDNN's kernel takes no arbitrary mask
             new_kv = (k_cache, v_cache)
+        out_BxLxNxH, max_score = self._attend(q, k, v, mask_BxLxS, causal)
+        return layers.dropout(self.o(out_BxLxNxH), self.cfg.dropout, rngs), new_kv, max_score
+
+    def keys_values(self, x_BxSxD):
+        """Keys and values of a sequence (before positions): an encoder's output is projected
+        once per source and every decoding step's cross-attention reuses them."""
+        heads = ('act_batch', 'act_seq', 'act_heads', None)
+        k = constrain(self.k(x_BxSxD), *heads)
+        v = constrain(self.v(x_BxSxD), *heads)
+        return (k if self.k_norm is None else self.k_norm(k)), v
+
+    def cross(self, x_BxLxD, memory_kv, mask_BxLxS, rngs):
+        """Cross-attention: queries from x, keys and values (from keys_values) of another
+        sequence, `mask_BxLxS` its real tokens. Returns (output, the largest score)."""
+        out_BxLxNxH, max_score = self._attend(self._queries(x_BxLxD), *memory_kv, mask_BxLxS, causal=False)
+        return layers.dropout(self.o(out_BxLxNxH), self.cfg.dropout, rngs), max_score
+
+    def _queries(self, x_BxLxD):
+        q = constrain(self.q(x_BxLxD), 'act_batch', 'act_seq', 'act_heads', None)
+        return q if self.q_norm is None else self.q_norm(q)
+
+    def _attend(self, q, k, v, mask_BxLxS, causal: bool):
+        """Softmax attention by the configured kernel; cuDNN's takes no arbitrary mask and no
+        kernel but the einsum form soft-caps."""
+        impl = attention_impl(self.cfg.attention, q.dtype)
+        if self.cfg.attn_softcap > 0:
+            impl = 'einsum'
+        elif impl == 'cudnn' and not causal:
+            impl = 'xla'
         if impl == 'einsum':
             out_BxLxNxH, max_score = attention_einsum(q, k, v, mask_BxLxS, self.scale, self.cfg.attn_softcap)
         else:
             out_BxLxNxH = jax.nn.dot_product_attention(
-                q, k, v, is_causal=kv is None, mask=None if kv is None else mask_BxLxS[:, None],
+                q, k, v, is_causal=causal, mask=None if causal else mask_BxLxS[:, None],
                 scale=self.scale, implementation=impl)
             max_score = max_attention_score(q, k, mask_BxLxS, self.scale)
-        out_BxLxNxH = constrain(out_BxLxNxH, *heads)
-        return layers.dropout(self.o(out_BxLxNxH), self.cfg.dropout, rngs), new_kv, max_score
+        return constrain(out_BxLxNxH, 'act_batch', 'act_seq', 'act_heads', None), max_score
 
 
 class MLP(nnx.Module):
@@ -316,8 +338,8 @@ class Block(nnx.Module):
         self.mlp_norm = _norm(cfg, rngs)
         self.mlp = MLP(cfg, rngs=rngs)
 
-    def __call__(self, x_BxLxD, positions, rngs, kv=None):
-        attended, new_kv, max_score = self.attn(self.attn_norm(x_BxLxD), positions, rngs, kv)
+    def __call__(self, x_BxLxD, positions, rngs, kv=None, mask_BxLxS=None):
+        attended, new_kv, max_score = self.attn(self.attn_norm(x_BxLxD), positions, rngs, kv, mask_BxLxS)
         x_BxLxD = x_BxLxD + attended
         x_BxLxD = x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD), rngs)
         return constrain(x_BxLxD, 'act_batch', 'act_seq', 'act_embed'), (new_kv, max_score)

@@ -1,0 +1,146 @@
+"""Translate with a trained encoder-decoder, and score translations the standard way.
+
+    python -m scalelab.translate --workdir runs/translate --text "four hundred and two"
+        [--text ...] [--file sources.txt] [--beam-size 4] [--length-penalty 0.6] [--no-cache]
+
+Scores are sacreBLEU's corpus BLEU and chrF (their signatures say how: tokenizer,
+smoothing, version) and exact-match accuracy, over detokenized text. During training
+the evaluation set is decoded at every evaluation (data.eval_beam_size, greedy by
+default) and eval_bleu, eval_chrf and eval_exact_match join the evaluation line.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from scalelab import cli, decoding
+
+
+def scores(hypotheses: list[str], references: list[str]) -> tuple[dict[str, float], dict[str, str]]:
+    """({eval_bleu, eval_chrf, eval_exact_match}, {bleu, chrf: sacreBLEU's signatures})."""
+    import sacrebleu
+    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
+    metrics = {'eval_bleu': bleu.corpus_score(hypotheses, [references]).score,
+               'eval_chrf': chrf.corpus_score(hypotheses, [references]).score,
+               'eval_exact_match': float(np.mean([h == r for h, r in zip(hypotheses, references)]))}
+    return metrics, {'bleu': str(bleu.get_signature()), 'chrf': str(chrf.get_signature())}
+
+
+def detokenize(tokenizer, rows) -> list[str]:
+    return [tokenizer.decode(decoding.strip(row)).strip() for row in rows]
+
+
+def decode_rows(graphdef, params, model_state, source_BxS, *, max_len: int, beam_size: int, alpha: float,
+                cached: bool = True) -> np.ndarray:
+    """Token ids for every row of a (possibly sharded, multi-process) source batch, on every process."""
+    from jax.experimental import multihost_utils
+    ids = decoding.translate_ids(graphdef, params, model_state, source_BxS, max_len=max_len, beam_size=beam_size,
+                                 alpha=alpha, cached=cached)
+    return np.asarray(multihost_utils.process_allgather(ids, tiled=True))
+
+
+def evaluate_run(run, state) -> dict[str, float]:
+    """BLEU, chrF and exact match of the run's evaluation pairs, decoded in training batches."""
+    from scalelab.data import pipeline
+    source, cfg = run.source, run.cfg
+    hypotheses = []
+    for index in range(source.eval_batches()):
+        batch = source.eval_batch(index, run.rows)
+        inputs = pipeline.to_global(run.mesh, {'inputs': batch['inputs']}, cfg.train.global_batch)['inputs']
+        rows = decode_rows(run.prepared.spec.graphdef, state['params'], state['model_state'], inputs,
+                           max_len=cfg.data.max_target_len, beam_size=cfg.data.eval_beam_size,
+                           alpha=cfg.data.eval_length_penalty)
+        hypotheses += detokenize(source.tokenizer, rows)
+    hypotheses = hypotheses[:len(source.eval_texts)]
+    metrics, _ = scores(hypotheses, [target for _, target in source.eval_texts])
+    return metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class Translator:
+    """A trained encoder-decoder from a workdir: config, parameters, tokenizer."""
+    model_cfg: ml_collections.FrozenConfigDict
+    data_cfg: ml_collections.FrozenConfigDict
+    graphdef: nnx.GraphDef
+    params: dict
+    tokenizer: object
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        from scalelab.data import translation
+        return translation.encode(self.tokenizer, texts, self.data_cfg.max_source_len, start=False)
+
+    def translate(self, texts: list[str], beam_size: int = 4, alpha: float = 0.6,
+                  cached: bool = True) -> tuple[list[str], int]:
+        """(translations, how many sources were cut to data.max_source_len)."""
+        source_BxS, cut = self.encode(texts)
+        rows = decoding.translate_ids(self.graphdef, self.params, {}, source_BxS, max_len=self.data_cfg.max_target_len,
+                                      beam_size=beam_size, alpha=alpha, cached=cached)
+        return detokenize(self.tokenizer, np.asarray(rows)), cut
+
+
+def load(workdir: str | Path) -> Translator:
+    from scalelab import data, export, inference, models
+    from scalelab.models import seq2seq
+    workdir = Path(workdir)
+    saved = inference.read_config(workdir)
+    if saved.get('model', {}).get('name') != 'seq2seq':
+        raise inference.WorkdirError(f"{workdir}: model.name={saved.get('model', {}).get('name')!r}; "
+                                     "translation needs a 'seq2seq' run")
+    model_cfg = seq2seq.default_config()
+    model_cfg.update(saved['model'])
+    data_cfg = data.default_config('translation')
+    data_cfg.update(saved['data'])
+    graphdef, params, _ = models.split_abstract(model_cfg, data.spec(data_cfg))
+    try:
+        arrays = export.arrange(export.load_params_flat(workdir), nnx.to_pure_dict(params))
+    except (FileNotFoundError, ValueError) as e:
+        raise inference.WorkdirError(f'{workdir}: {e}') from None
+    return Translator(ml_collections.FrozenConfigDict(model_cfg), ml_collections.FrozenConfigDict(data_cfg),
+                      graphdef, jax.device_put(arrays), inference.workdir_tokenizer(workdir, saved))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cli.ArgumentParser(prog='python -m scalelab.translate', description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--workdir', required=True, help='a seq2seq run directory')
+    p.add_argument('--text', action='append', default=[], help='a sentence to translate (repeatable)')
+    p.add_argument('--file', help='a UTF-8 file of sentences, one per line')
+    p.add_argument('--beam-size', type=int, default=4, help='1: greedy search')
+    p.add_argument('--length-penalty', type=float, default=0.6, help="GNMT's alpha (0: none)")
+    p.add_argument('--no-cache', action='store_true', help='recompute the decoder over every prefix (reference)')
+    args = p.parse_args(argv)
+    if args.beam_size < 1 or args.length_penalty < 0:
+        p.error(f'--beam-size {args.beam_size} must be >= 1 and --length-penalty {args.length_penalty} >= 0')
+    texts = list(args.text)
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            p.error(f'--file {args.file}: no such file')
+        texts += [line.strip() for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
+    if not texts:
+        p.error('give --text or --file')
+    from scalelab import inference, runtime
+    runtime.configure()
+    try:
+        translator = load(args.workdir)
+    except inference.WorkdirError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    translations, cut = translator.translate(texts, args.beam_size, args.length_penalty, not args.no_cache)
+    if cut:
+        print(f'warning: {cut} source(s) longer than data.max_source_len={translator.data_cfg.max_source_len} '
+              'tokens were cut', file=sys.stderr)
+    for translation in translations:
+        print(translation)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
