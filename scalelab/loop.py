@@ -273,6 +273,9 @@ def summarize(session: actions.Session, run: Run) -> dict:
     )
     if session.diverged_at is not None:
         summary['diverged_at_step'] = session.diverged_at
+    if run.prepared.spec.task == 'seq2seq':
+        from scalelab import translate
+        summary.update(translate.signatures())
     if 'train_tokens' in summary['data']:  # passes over the training split
         summary['epochs'] = final['tokens'] / summary['data']['train_tokens']
     if run.is_main:

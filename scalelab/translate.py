@@ -23,10 +23,22 @@ from flax import nnx
 from scalelab import cli, decoding
 
 
-def scores(hypotheses: list[str], references: list[str]) -> tuple[dict[str, float], dict[str, str]]:
-    """({eval_bleu, eval_chrf, eval_exact_match}, {bleu, chrf: sacreBLEU's signatures})."""
+def _metrics():
     import sacrebleu
-    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
+    return sacrebleu.BLEU(), sacrebleu.CHRF()
+
+
+def signatures() -> dict[str, str]:
+    """sacreBLEU's signatures of the scores below: what a reader needs to compare BLEU."""
+    bleu, chrf = _metrics()
+    for metric in (bleu, chrf):  # a signature names the reference count, known once a corpus is scored
+        metric.corpus_score(['x'], [['x']])
+    return {'bleu_signature': str(bleu.get_signature()), 'chrf_signature': str(chrf.get_signature())}
+
+
+def scores(hypotheses: list[str], references: list[str]) -> tuple[dict[str, float], dict[str, str]]:
+    """({eval_bleu, eval_chrf, eval_exact_match}, their signatures): corpus scores, one reference each."""
+    bleu, chrf = _metrics()
     metrics = {'eval_bleu': bleu.corpus_score(hypotheses, [references]).score,
                'eval_chrf': chrf.corpus_score(hypotheses, [references]).score,
                'eval_exact_match': float(np.mean([h == r for h, r in zip(hypotheses, references)]))}

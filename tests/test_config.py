@@ -54,7 +54,7 @@ def unlocked(cfg):  # an experiment file may unlock its config and add keys
     (lambda c: c.train.update(compute_dtype='float16'),
      r"train\.compute_dtype='float16': not one of 'float32', 'bfloat16'"),
     (lambda c: c.model.update(name='gpt5'),
-     r"model\.name='gpt5': unknown model family; valid: \['cnn', 'lstm', 'mlp', 'resnet', 'transformer'\]"),
+     r"model\.name='gpt5': unknown model family; valid: \['cnn', 'lstm', 'mlp', 'resnet', 'seq2seq', 'transformer'\]"),
 ])
 def test_bad_config_names_key_value_and_valid_choices(mutate, expected):
     cfg = tiny_lm()
