@@ -137,6 +137,11 @@ def sweep_main() -> int:
     results.write_csv(rows, workdir / 'results.csv')
     print(f'wrote {workdir / "results.csv"}')
     plot_points(rows, workdir)
+    if sweep.fit.also:
+        from scalelab.sweep import plots
+        plots.metrics_vs_n(rows, sweep.fit.also, workdir / 'metrics.png',
+                           f'{Path(sweep.base).stem}: against {sweep.shape.count} parameters')
+        print(f'wrote {workdir / "metrics.png"}')
     bad = {name: status for name, status in outcome.items() if status not in ('completed', 'skipped (done)')}
     if bad:
         print('unfinished points: ' + '; '.join(f'{n}: {s}' for n, s in bad.items()), file=sys.stderr)

@@ -23,6 +23,22 @@ def plot(fit, data: dict[str, np.ndarray], path: Path, title: str = '') -> None:
     plt.close(fig)
 
 
+def metrics_vs_n(rows: list[dict], metrics, path: Path, title: str = '') -> None:
+    """metrics.png: each of `metrics` (results.csv columns, e.g. eval_bleu) against N, a panel each."""
+    done = [r for r in rows if r['status'] == 'completed' and r['N']]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        points = sorted((float(r['N']), float(r[metric])) for r in done if r.get(metric) not in (None, ''))
+        if points:
+            ax.plot(*zip(*points), 'o-', color='k')
+        ax.set(xscale='log', xlabel='parameters N', ylabel=metric)
+        ax.grid(True, which='both', alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def _power(fit, data):
     fig, ax = plt.subplots(figsize=(7, 5))
     N, loss = data['N'], data['loss']

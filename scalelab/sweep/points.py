@@ -35,6 +35,7 @@ def default_config() -> ConfigDict:
     cfg.fit = ConfigDict(dict(
         law='power',          # power: L(N); chinchilla: L(N, D); isoflop: Chinchilla Approach 2
         metric='eval_loss',   # summary.json field fitted as the loss
+        also=(),              # more summary.json fields: results.csv columns, plotted against N in metrics.png
         count='with_head',    # results.csv's N: with_head (flops.FLOP_CONVENTION), non_embedding or total
         bootstrap=200,        # resamples for confidence bands and standard errors
     ))

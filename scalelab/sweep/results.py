@@ -45,6 +45,7 @@ def collect(sweep, points: list[points_lib.Point], workdir: Path) -> list[dict]:
             'steps': summary.get('step'), 'd_model': model.d_model, 'n_layers': model.n_layers,
             'n_heads': model.n_heads, 'wall_time_s': summary.get('wall_time_s'),
             'attn_logit_max': summary.get('attn_logit_max'), 'uniform_loss': uniform_loss(point.config),
+            **{metric: summary.get(metric) for metric in sweep.fit.also},
             **{key: value for key, value in point.axes.items()},
         })
     return rows
