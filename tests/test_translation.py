@@ -265,6 +265,18 @@ def test_meshes_give_the_same_losses(tmp_path):
         np.testing.assert_allclose(got, reference, atol=2e-5, rtol=0, err_msg=name)
 
 
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    """Batches are a function of (seed, step) and the tokenizer of the corpus: 6 steps, then 6
+    more from the checkpoint, equal 12 straight (constant schedule, so the run may be extended)."""
+    def cfg(steps):
+        return tiny_translation(**{'train.steps': steps, 'optim.schedule': 'constant', 'checkpoint.every_steps': 6})
+    loop.run(cfg(12), tmp_path / 'straight')
+    loop.run(cfg(6), tmp_path / 'resumed')
+    summary = loop.run(cfg(12), tmp_path / 'resumed')
+    assert summary['step'] == 12
+    np.testing.assert_allclose(losses(tmp_path / 'resumed'), losses(tmp_path / 'straight'), atol=1e-6, rtol=0)
+
+
 @pytest.mark.slow
 def test_translation_run_end_to_end(tmp_path):
     """The tiny experiment trains, scores BLEU in its evaluation lines and summary, and the
