@@ -14,7 +14,7 @@ def get_config(arg: str | None = None):
     cfg = points.default_config()
     cfg.base = 'experiments/translate_num2words.py'
     cfg.overrides = ConfigDict({
-        'model.n_layers': 2, 'train.steps': 300, 'optim.warmup_steps': 15, 'train.log_every': 25,
+        'model.n_layers': 2, 'train.steps': 300, 'train.log_every': 25,
         'train.eval_every': 0, 'checkpoint.every_steps': 1000,
     }, allow_dotted_keys=True)
     cfg.axes = ConfigDict({'model.d_model': (16, 24, 32, 48, 64, 96)}, allow_dotted_keys=True)

@@ -23,6 +23,6 @@ def get_config(arg: str = 'default'):
     cfg.model.update(d_model=d_model, n_layers=n_layers, n_heads=4, max_len=24)
     cfg.data.update(train_pairs=train_pairs, eval_examples=eval_pairs)
     cfg.train.update(global_batch=64, steps=steps, log_every=50, eval_every=200, label_smoothing=0.1)
-    cfg.optim.update(learning_rate=2e-3, warmup_steps=steps // 20, schedule='cosine', weight_decay=0.01)
+    cfg.optim.update(learning_rate=2e-3, warmup_steps=min(100, steps // 6), schedule='cosine', weight_decay=0.01)
     cfg.checkpoint.every_steps = 500
     return cfg

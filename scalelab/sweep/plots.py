@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
@@ -32,6 +33,8 @@ def metrics_vs_n(rows: list[dict], metrics, path: Path, title: str = '') -> None
         if points:
             ax.plot(*zip(*points), 'o-', color='k')
         ax.set(xscale='log', xlabel='parameters N', ylabel=metric)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(True, which='both', alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -49,7 +52,8 @@ def _power(fit, data):
         lo, hi = scaling.prediction_interval(fit.laws, grid, level=fit.report['bootstrap']['level'])
         ax.fill_between(grid, lo, hi, color='C0', alpha=0.2,
                         label=f'{fit.report["bootstrap"]["level"]:.0%} bootstrap band')
-    ax.axhline(fit.law.E, color='C0', ls=':', lw=1, label=f'E = {fit.law.E:.3g}')
+    if fit.law.E > loss.min() / 10:  # an E near 0 would stretch the log axis over empty decades
+        ax.axhline(fit.law.E, color='C0', ls=':', lw=1, label=f'E = {fit.law.E:.3g}')
     held = fit.report.get('holdout_largest')
     if held:
         ax.plot(grid[grid <= N.max() * 1.5], fit.holdout.predict(grid[grid <= N.max() * 1.5]), color='C1',
