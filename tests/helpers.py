@@ -30,6 +30,11 @@ def tiny_lm(**overrides):
     cfg.train.update(global_batch=16, steps=20, log_every=1, eval_every=0)
     cfg.optim.update(learning_rate=1e-2, warmup_steps=2)
     cfg.checkpoint.update(every_steps=5, async_save=False)
+    return with_overrides(cfg, overrides)
+
+
+def with_overrides(cfg, overrides: dict):
+    """cfg with {'section.key': value} set."""
     for key, value in overrides.items():
         section, name = key.split('.')
         cfg[section][name] = value

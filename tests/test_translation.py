@@ -16,7 +16,7 @@ from scalelab import config, data, decoding, flops, loop, models, parallel, task
 from scalelab.data import translation
 from scalelab.errors import ConfigError
 from scalelab.models import seq2seq
-from tests.helpers import REPO, TEST_CACHE, losses
+from tests.helpers import REPO, TEST_CACHE, losses, with_overrides
 
 
 def tiny_translation(**overrides):
@@ -26,10 +26,7 @@ def tiny_translation(**overrides):
     cfg.train.update(global_batch=16, steps=20, log_every=1, eval_every=0)
     cfg.optim.update(learning_rate=3e-3, warmup_steps=2)
     cfg.checkpoint.update(every_steps=10, async_save=False)
-    for key, value in overrides.items():
-        section, name = key.split('.')
-        cfg[section][name] = value
-    return cfg
+    return with_overrides(cfg, overrides)
 
 
 def model_cfg(vocab=40, **overrides):
