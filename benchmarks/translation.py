@@ -61,7 +61,7 @@ def main():
             ids[cached] = decode(beam_size, cached)
             seconds[cached] = time.perf_counter() - start
         hypotheses = translate.detokenize(translator.tokenizer, ids[True])
-        metrics, _ = translate.scores(hypotheses, references)
+        metrics = translate.scores(hypotheses, references)
         samples[name] = hypotheses
         result['searches'][name] = dict(
             beam_size=beam_size, **{k.removeprefix('eval_'): v for k, v in metrics.items()},

@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-START = END = 1  # data/translation.py: <|endoftext|> starts the decoder's input and ends a sentence
-PAD = 0
+from scalelab.data.translation import EOS_ID as END, PAD_ID as PAD
+
+START = END  # <|endoftext|> starts the decoder's input and ends a sentence
 
 
 def _stepper(model, source_BxS, copies: int, max_len: int, cached: bool):

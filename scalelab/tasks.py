@@ -2,10 +2,10 @@
 
 Language modelling (next-symbol cross-entropy; bits per byte for byte-level
 text), translation (seq2seq: the target's next-token cross-entropy over real
-tokens, token accuracy; BLEU comes from decoding, in translation.py),
+tokens, token accuracy; BLEU comes from decoding, in translate.py),
 classification (cross-entropy, accuracy, top-5 accuracy) and regression (mean
-squared error). Training may smooth the labels (Szegedy et al. 2016). Evaluation sums per batch, so any number of
-batches (and padded rows, weight 0) averages correctly.
+squared error). Training may smooth the labels (Szegedy et al. 2016). Evaluation
+sums per batch, so any number of batches (and padded rows, weight 0) averages correctly.
 """
 from __future__ import annotations
 

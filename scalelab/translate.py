@@ -36,13 +36,12 @@ def signatures() -> dict[str, str]:
     return {'bleu_signature': str(bleu.get_signature()), 'chrf_signature': str(chrf.get_signature())}
 
 
-def scores(hypotheses: list[str], references: list[str]) -> tuple[dict[str, float], dict[str, str]]:
-    """({eval_bleu, eval_chrf, eval_exact_match}, their signatures): corpus scores, one reference each."""
+def scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """eval_bleu, eval_chrf, eval_exact_match: corpus scores, one reference each (how: signatures())."""
     bleu, chrf = _metrics()
-    metrics = {'eval_bleu': bleu.corpus_score(hypotheses, [references]).score,
-               'eval_chrf': chrf.corpus_score(hypotheses, [references]).score,
-               'eval_exact_match': float(np.mean([h == r for h, r in zip(hypotheses, references)]))}
-    return metrics, {'bleu': str(bleu.get_signature()), 'chrf': str(chrf.get_signature())}
+    return {'eval_bleu': bleu.corpus_score(hypotheses, [references]).score,
+            'eval_chrf': chrf.corpus_score(hypotheses, [references]).score,
+            'eval_exact_match': float(np.mean([h == r for h, r in zip(hypotheses, references)]))}
 
 
 def detokenize(tokenizer, rows) -> list[str]:
@@ -71,8 +70,7 @@ def evaluate_run(run, state) -> dict[str, float]:
                            alpha=cfg.data.eval_length_penalty)
         hypotheses += detokenize(source.tokenizer, rows)
     hypotheses = hypotheses[:len(source.eval_texts)]
-    metrics, _ = scores(hypotheses, [target for _, target in source.eval_texts])
-    return metrics
+    return scores(hypotheses, [target for _, target in source.eval_texts])
 
 
 @dataclasses.dataclass(frozen=True)

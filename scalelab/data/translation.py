@@ -36,6 +36,7 @@ from scalelab.errors import ConfigError
 from scalelab.tasks import DataSpec
 
 PAD, EOS = '<pad>', tokenizer_lib.BPE_SPECIAL
+PAD_ID, EOS_ID = 0, 1  # train_bpe gives the special tokens the first ids, in order
 FORMATS = ('.tsv', '.jsonl')
 SAMPLINGS = ('digits', 'uniform')
 HELD_OUT_EVERY = 10  # one number in this many is an evaluation number
@@ -202,16 +203,16 @@ def train_tokenizer(pairs: list[tuple[str, str]], vocab_size: int) -> tokenizer_
 
 
 def encode(tok, texts: list[str], length: int, start: bool) -> tuple[np.ndarray, int]:
-    """(rows of ids padded to `length`: [end] + tokens when `start` (decoder inputs' shape is
-    handled by the caller) else tokens + [end], how many were cut to fit)."""
-    pad, end = tok.impl.token_to_id(PAD), tok.impl.token_to_id(EOS)
-    out = np.full((len(texts), length), pad, np.int32)
+    """(rows of ([end] if `start`) + tokens + [end], the tokens cut to length - 1 and the rows
+    padded to length + start; how many were cut). A target row holds the decoder's input and,
+    shifted by one, its labels."""
+    out = np.full((len(texts), length + start), PAD_ID, np.int32)
     cut = 0
     for row, ids in enumerate(tok.encode_batch(texts)):
         if len(ids) > length - 1:
             cut += 1
             ids = ids[:length - 1]
-        seq = [end] + ids if start else ids + [end]
+        seq = [EOS_ID] * start + ids + [EOS_ID]
         out[row, :len(seq)] = seq
     return out, cut
 
@@ -229,16 +230,12 @@ class Pairs:
     def batch(self, index_B: np.ndarray) -> dict[str, np.ndarray]:
         target = self.target[index_B]
         return {'inputs': self.source[index_B], 'decoder_inputs': target[:, :-1], 'targets': target[:, 1:],
-                'weights': (target[:, 1:] != 0).astype(np.float32)}
+                'weights': (target[:, 1:] != PAD_ID).astype(np.float32)}
 
 
 def encode_pairs(tok, pairs, max_source_len: int, max_target_len: int) -> tuple[Pairs, int, int]:
     source, cut_source = encode(tok, [s for s, _ in pairs], max_source_len, start=False)
-    body, cut_target = encode(tok, [t for _, t in pairs], max_target_len, start=True)
-    end = tok.impl.token_to_id(EOS)
-    target = np.concatenate([body, np.zeros((len(pairs), 1), np.int32)], axis=1)
-    lengths = (body != 0).sum(axis=1)
-    target[np.arange(len(pairs)), lengths] = end  # [end] + tokens + [end]
+    target, cut_target = encode(tok, [t for _, t in pairs], max_target_len, start=True)
     return Pairs(source, target), cut_source, cut_target
 
 
@@ -278,8 +275,9 @@ def load(cfg, global_batch: int, seed: int) -> TranslationSource:
     parallel = corpus(cfg)
     where = f'data.path={cfg.path!r}' if cfg.path else f'num2words {cfg.source_lang}->{cfg.target_lang}'
     tok = train_tokenizer(parallel.train, cfg.vocab_size)
-    if tok.impl.token_to_id(PAD) != 0:
-        raise ConfigError([f'{where}: the trained tokenizer put {PAD} at id {tok.impl.token_to_id(PAD)}, not 0'])
+    ids = [tok.impl.token_to_id(t) for t in (PAD, EOS)]
+    if ids != [PAD_ID, EOS_ID]:
+        raise ConfigError([f'{where}: the trained tokenizer put {PAD}, {EOS} at ids {ids}, not {PAD_ID}, {EOS_ID}'])
     train, cut_train_source, cut_train_target = encode_pairs(tok, parallel.train, cfg.max_source_len,
                                                              cfg.max_target_len)
     held, cut_eval_source, cut_eval_target = encode_pairs(tok, parallel.eval, cfg.max_source_len,

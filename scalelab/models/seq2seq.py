@@ -4,8 +4,8 @@ The encoder is transformer.py's Block attending both ways over the source's real
 tokens; the decoder block is the same causal self-attention and MLP with a
 cross-attention to the encoder's output between them. Source and target share
 one embedding table unless `share_embeddings=False`; the output head is tied to
-the target embedding unless `tie_embeddings=False`. Token id `pad_id` is padding:
-masked out as a key, and weighted 0 in the loss by the data.
+the target embedding unless `tie_embeddings=False`. Token id data.translation.PAD_ID is
+padding: masked out as a key, and weighted 0 in the loss by the data.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from scalelab.data import translation
 from scalelab.models import layers, transformer
 from scalelab.parallel import constrain
 
@@ -34,7 +35,6 @@ def default_config() -> ml_collections.ConfigDict:
     cfg.update(d_model=128, n_layers=2, n_heads=4, max_len=64, position='learned')
     cfg.n_decoder_layers = 0       # 0: n_layers (n_layers is the encoder's depth)
     cfg.share_embeddings = True    # one table for source and target tokens (a joint vocabulary)
-    cfg.pad_id = 0                 # the padding token: never attended to
     return cfg
 
 
@@ -51,8 +51,6 @@ def validate(cfg: ml_collections.ConfigDict, spec) -> list[str]:
         problems.append(f'model.n_decoder_layers={cfg.n_decoder_layers}: must be positive (or 0 for n_layers)')
     if cfg.scan_layers:
         problems.append('model.scan_layers=True: the seq2seq family loops its layers; set it to False')
-    if not 0 <= cfg.pad_id < max(cfg.vocab_size, spec.num_outputs):
-        problems.append(f'model.pad_id={cfg.pad_id}: must be a token id below the vocabulary size')
     for key, length in zip(('data.max_source_len', 'data.max_target_len'), spec.input_shape):
         if cfg.position == 'learned' and length > cfg.max_len:
             problems.append(f'{key}={length}: exceeds model.max_len={cfg.max_len} of the learned position table')
@@ -141,21 +139,12 @@ class Model(nnx.Module):
                                          (cache['k'], cache['v'], index, key_positions_BxS))
         return logits, {'k': new_kv[0], 'v': new_kv[1]}
 
-    def _embed(self, table, pos_table, tokens_BxL, positions, rngs):
-        x_BxLxD = table(tokens_BxL)
-        if self.cfg.embed_mult != 1:
-            x_BxLxD = x_BxLxD * self.cfg.embed_mult
-        if pos_table is not None:
-            x_BxLxD = x_BxLxD + pos_table[...][positions]
-        x_BxLxD = layers.dropout(x_BxLxD, self.cfg.dropout, rngs)
-        return constrain(x_BxLxD, 'act_batch', 'act_seq', 'act_embed')
-
     def _encode(self, source_BxS, rngs):
         S = source_BxS.shape[1]
-        source_mask_BxS = source_BxS != self.cfg.pad_id
+        source_mask_BxS = source_BxS != translation.PAD_ID
         # A real query sees every real key; a padding query sees itself (no empty softmax).
         mask_BxSxS = source_mask_BxS[:, None, :] | jnp.eye(S, dtype=bool)[None]
-        x_BxSxD = self._embed(self.embed, self.pos_embed, source_BxS, jnp.arange(S), rngs)
+        x_BxSxD = transformer.embed_tokens(self.cfg, self.embed, self.pos_embed, source_BxS, jnp.arange(S), rngs)
         max_scores = []
         for block in self.encoder:
             x_BxSxD, (_, max_score) = block(x_BxSxD, jnp.arange(S), rngs, None, mask_BxSxS)
@@ -166,7 +155,7 @@ class Model(nnx.Module):
         """`kv` = (k_cache, v_cache, index, key_positions) stacks the decoder layers' caches."""
         cfg = self.cfg
         table = self.embed if self.target_embed is None else self.target_embed
-        x_BxTxD = self._embed(table, self.target_pos_embed, tokens_BxT, positions, rngs)
+        x_BxTxD = transformer.embed_tokens(cfg, table, self.target_pos_embed, tokens_BxT, positions, rngs)
         cross_mask_BxTxS = jnp.broadcast_to(source_mask_BxS[:, None, :],
                                             (tokens_BxT.shape[0], tokens_BxT.shape[1], source_mask_BxS.shape[1]))
         new_k, new_v, max_scores = [], [], []

@@ -402,13 +402,7 @@ class Model(nnx.Module):
         block's output (looped layers) and the logits: a muP coordinate check."""
         record = record or (lambda name, x: None)
         cfg = self.cfg
-        x_BxLxD = self.embed(tokens_BxL)
-        if cfg.embed_mult != 1:
-            x_BxLxD = x_BxLxD * cfg.embed_mult
-        if self.pos_embed is not None:
-            x_BxLxD = x_BxLxD + self.pos_embed[...][jnp.maximum(positions, 0)]
-        x_BxLxD = layers.dropout(x_BxLxD, self.cfg.dropout, rngs)
-        x_BxLxD = constrain(x_BxLxD, 'act_batch', 'act_seq', 'act_embed')
+        x_BxLxD = embed_tokens(cfg, self.embed, self.pos_embed, tokens_BxL, positions, rngs)
         record('embed', x_BxLxD)
         x_BxLxD, new_kv, max_score = self._layers(x_BxLxD, positions, rngs, kv, record)
         x_BxLxD = self.final_norm(x_BxLxD)
@@ -456,6 +450,18 @@ class Model(nnx.Module):
         if kv is None:
             return x_BxLxD, None, max_score
         return x_BxLxD, (jnp.stack([k for k, _ in updated]), jnp.stack([v for _, v in updated])), max_score
+
+
+def embed_tokens(cfg, table: nnx.Embed, pos_table: nnx.Param | None, tokens_BxL, positions, rngs):
+    """Token embeddings (times embed_mult), plus the learned position rows (a left-padded
+    row's negative positions read row 0), with dropout."""
+    x_BxLxD = table(tokens_BxL)
+    if cfg.embed_mult != 1:
+        x_BxLxD = x_BxLxD * cfg.embed_mult
+    if pos_table is not None:
+        x_BxLxD = x_BxLxD + pos_table[...][jnp.maximum(positions, 0)]
+    x_BxLxD = layers.dropout(x_BxLxD, cfg.dropout, rngs)
+    return constrain(x_BxLxD, 'act_batch', 'act_seq', 'act_embed')
 
 
 def _norm(cfg, rngs):
