@@ -14,7 +14,12 @@ scaling.png (loss against log2 lr, a curve per width, SP beside muP).
 with 5 seeds: whether wider is better there, with more power than 3 seeds give;
 `:long` trains muP 4x longer (600 steps, 60 warmup, 4x the evaluation tokens) on a
 quarter-decade grid 10^-3..10^-2 with 4 seeds: at 150 steps the runs above the optimum
-scatter by up to 0.3 nats between seeds, which hides the width ordering.
+scatter by up to 0.3 nats between seeds, which hides the width ordering;
+`:long_qk_norm` is the experiment the README reports first: SP and muP, 600 steps, with
+qk-layernorm (without it the attention logits grow at the rates just above the optimum
+and the runs there turn seed-dependent), widths 16 to 128 (8x, 38 minutes on 2 cores;
+width 256 under both would add about 50), 7 learning rates a quarter decade apart from 10^-3;
+`:long_qk_norm_256` adds width 256 under muP alone on the same grid (21 runs, 24 minutes).
 """
 from ml_collections import ConfigDict
 
@@ -32,12 +37,13 @@ def get_config(arg: str | None = None):
     }, allow_dotted_keys=True)
     if arg == 'qk_norm':  # holds attention logits down at the high learning rates (stability_lr_sweep.py)
         cfg.overrides['model.qk_norm'] = True
-    elif arg == 'long':
+    elif arg in ('long', 'long_qk_norm', 'long_qk_norm_256'):
         cfg.overrides.update({'train.steps': 600, 'optim.warmup_steps': 60, 'data.eval_tokens': 65536,
                               'train.log_every': 100, 'checkpoint.every_steps': 10000})
+        cfg.overrides['model.qk_norm'] = arg.startswith('long_qk_norm')
     elif arg and arg != 'near_optimum':
         raise ValueError(f'experiments/mup_lr_transfer.py:{arg}: unknown variant; valid: qk_norm, near_optimum, '
-                         'long (or none)')
+                         'long, long_qk_norm, long_qk_norm_256 (or none)')
     cfg.axes = ConfigDict({
         'model.d_model': (32, 64, 128, 256),
         'model.parametrization': ('standard', 'mup'),
@@ -52,5 +58,9 @@ def get_config(arg: str | None = None):
         cfg.axes['model.parametrization'] = ('mup',)
         cfg.axes['optim.learning_rate'] = tuple(round(10 ** (e / 4), 6) for e in range(-12, -7))  # 10^-3..-2
         cfg.axes['seed'] = (0, 1, 2, 3)
+    elif arg in ('long_qk_norm', 'long_qk_norm_256'):
+        cfg.axes['model.d_model'] = (16, 32, 64, 128) if arg == 'long_qk_norm' else (256,)
+        cfg.axes['model.parametrization'] = ('standard', 'mup') if arg == 'long_qk_norm' else ('mup',)
+        cfg.axes['optim.learning_rate'] = tuple(round(10 ** (e / 4), 6) for e in range(-12, -5))  # 10^-3..-1.5
     cfg.fit.update(law='lr_transfer', metric='eval_loss', bootstrap=0)
     return cfg

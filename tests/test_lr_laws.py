@@ -108,3 +108,40 @@ def test_fit_command_reads_a_transfer_table_and_draws_it(tmp_path):
     assert report['curves']['mup']['best_lr_shift_decades'] == pytest.approx(0.0, abs=1e-9)
     assert report['curves']['standard']['best_lr_shift_decades'] == pytest.approx(-0.5, abs=1e-9)
     assert 'moves -0.50 decades' in out.stdout and (tmp_path / 'fit' / 'scaling.png').stat().st_size > 10_000
+
+
+def test_the_shipped_transfer_experiment_meets_the_bar_it_reports(monkeypatch):
+    """experiments/mup_lr_transfer.py:long_qk_norm, the README's headline: at least 4 widths
+    over at least 8x, both parametrizations, 3 or more seeds, 7 or more learning rates at most
+    half a decade apart, and no gradient clipping (its effect would depend on width), read
+    from the run configs its points resolve to."""
+    from scalelab.sweep import points
+    from tests.helpers import REPO
+    monkeypatch.chdir(REPO)
+    runs = [p.config for p in points.expand(points.load_experiment('experiments/mup_lr_transfer.py:long_qk_norm'), 1)]
+    widths = sorted({c.model.d_model for c in runs})
+    log_lrs = np.log10(sorted({c.optim.learning_rate for c in runs}))
+    assert len(widths) >= 4 and widths[-1] / widths[0] >= 8
+    assert {c.model.parametrization for c in runs} == {'standard', 'mup'} and len({c.seed for c in runs}) >= 3
+    assert len(log_lrs) >= 7 and np.diff(log_lrs).max() <= 0.5 + 1e-6
+    assert all(c.optim.grad_clip == 0.0 and c.model.qk_norm and c.model.mup_base_width in widths for c in runs)
+    assert len(runs) == len(widths) * 2 * len(log_lrs) * len({c.seed for c in runs})
+
+
+@pytest.mark.parametrize('name', ['mup_lr_transfer_long_qk_norm', 'mup_lr_transfer_long_qk_norm_256'])
+def test_committed_transfer_fit_is_the_fit_of_its_committed_table(name):
+    """benchmarks/results/<name>: fit.json is what lr_transfer makes of results.csv beside it,
+    so the README's numbers trace back to the runs."""
+    import csv
+    import json
+
+    from tests.helpers import REPO
+    folder = REPO / 'benchmarks' / 'results' / name
+    with (folder / 'results.csv').open() as f:
+        table = list(csv.DictReader(f))
+    refit, committed = lr_laws.lr_transfer(table), json.loads((folder / 'fit.json').read_text())
+    for param, curve in committed['curves'].items():
+        assert refit['curves'][param]['best_lr_shift_decades'] == pytest.approx(curve['best_lr_shift_decades'])
+        assert refit['curves'][param]['wider_is_better'] == curve['wider_is_better']
+        for width, fit in curve['widths'].items():
+            assert refit['curves'][param]['widths'][width]['log10_best_lr'] == pytest.approx(fit['log10_best_lr'])

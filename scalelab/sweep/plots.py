@@ -125,9 +125,9 @@ def _lr_transfer(fit, data):
     order = sorted(curves, key=lambda p: p != 'standard')
     fig, axes = plt.subplots(1, len(order), figsize=(6 * len(order), 4.6), sharey=True, squeeze=False)
     lows, highs = [], []
+    colours = _width_colours(sorted({w for c in curves.values() for w in c['widths']}, key=int))  # one per width
     for ax, param in zip(axes[0], order):
         curve = curves[param]
-        colours = _width_colours(sorted(curve['widths'], key=int))
         for width, c in sorted(curve['widths'].items(), key=lambda kv: int(kv[0])):
             lrs, mean, se = (np.array(v) for v in zip(*c['points']))
             ax.errorbar(np.log2(lrs), mean, yerr=se, fmt='o-', ms=4, capsize=2, color=colours[width],
@@ -158,8 +158,8 @@ def _lr_sensitivity(fit, data):
     names = sorted(variants)
     fig, axes = plt.subplots(2, len(names), figsize=(4.6 * len(names), 7.5), sharex=True, sharey='row',
                              squeeze=False)
+    colours = _width_colours(sorted({w for v in variants.values() for w in v}, key=int))  # one per width
     for col, variant in enumerate(names):
-        colours = _width_colours(sorted(variants[variant], key=int))
         for width, c in sorted(variants[variant].items(), key=lambda kv: int(kv[0])):
             lrs, loss, logit = (np.array(v, float) for v in zip(*c['points']))
             label = f'width {width}: sensitivity {c["lr_sensitivity"]:.3f}'
