@@ -76,7 +76,7 @@ def main():
     args = parse_args()
     from absl import logging
     logging.set_verbosity(logging.WARNING)
-    from scalelab import files
+    from harness import write_result
     from scalelab.data import prepare
 
     result = dict(host=platform.node(), input=args.input, pattern=args.pattern, tokenizer=args.tokenizer,
@@ -107,10 +107,7 @@ def main():
     for row in result['loader']:
         print(f'  {row["batch"]} x {row["seq_len"]}: {row["tokens_per_s"]:,.0f} tokens/s '
               f'= {row["times_default_step"]:,.0f} x the step')
-    out = Path(args.out) if args.out else REPO / 'benchmarks' / 'results' / f'data_{platform.node()}.json'
-    out.parent.mkdir(parents=True, exist_ok=True)
-    files.write_json(out, result)
-    print(f'wrote {out}')
+    write_result(result, args.out, 'data_{host}.json')
 
 
 if __name__ == '__main__':

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +30,8 @@ def main():
     import jax.numpy as jnp
     import numpy as np
 
-    from scalelab import files, generate, inference, runtime
+    from harness import timed, write_result
+    from scalelab import generate, inference, runtime
     runtime.configure()
     lm = inference.load(args.workdir)
     graphdef, params = lm.graphdef, lm.params
@@ -42,18 +42,15 @@ def main():
     options = dict(max_new=args.new, temperature=0.0, top_k=0)
 
     def cached():
-        return jax.block_until_ready(generate.generate_cached(graphdef, params, jnp.asarray(tokens),
-                                                              jnp.asarray(pad), key, **options))
+        return np.asarray(generate.generate_cached(graphdef, params, jnp.asarray(tokens), jnp.asarray(pad), key,
+                                                   **options))
 
     def uncached():
-        return jax.block_until_ready(generate.generate_uncached(graphdef, params, tokens, key, **options))
+        return np.asarray(generate.generate_uncached(graphdef, params, tokens, key, **options))
 
     timings, outputs = {}, {}
     for name, fn in (('cached', cached), ('uncached', uncached)):
-        fn()  # compile
-        start = time.perf_counter()
-        outputs[name] = np.asarray(fn())
-        timings[name] = time.perf_counter() - start
+        outputs[name], timings[name] = timed(fn)
     new_tokens = args.prompts * args.new
     result = dict(host=platform.node(), device=jax.devices()[0].device_kind, workdir=str(args.workdir),
                   prompts=args.prompts, prompt_len=args.prompt_len, new_tokens_per_prompt=args.new,
@@ -65,10 +62,7 @@ def main():
     print(f'{args.prompts} prompts x {args.new} new tokens (prompt {args.prompt_len}): '
           f'KV cache {result["cached_tokens_per_s"]:,.0f} tok/s, no cache {result["uncached_tokens_per_s"]:,.0f} '
           f'tok/s: x{result["speedup"]:.1f}; identical greedy tokens: {result["same_tokens"]}')
-    out = Path(args.out or REPO / 'benchmarks' / 'results' / f'{platform.node()}-generation.json')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    files.write_json(out, result)
-    print(f'wrote {out}')
+    write_result(result, args.out, '{host}-generation.json')
 
 
 if __name__ == '__main__':

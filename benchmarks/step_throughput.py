@@ -192,15 +192,14 @@ def main():
     from absl import logging
     logging.set_verbosity(logging.WARNING)
 
-    from scalelab import files, flops
+    from harness import write_result
+    from scalelab import flops
     devices = jax.devices()
     device = devices[0]
     if args.diagnostics_only:
         diag = report_diagnostics(args, devices[:1])
-        out = Path(args.out or REPO / 'benchmarks' / 'results' / f'{platform.node()}-diagnostics.json')
-        files.write_json(out, dict(host=platform.node(), platform=device.platform, jax=jax.__version__,
-                                   diagnostics=diag))
-        print(f'wrote {out}')
+        write_result(dict(host=platform.node(), platform=device.platform, jax=jax.__version__, diagnostics=diag),
+                     args.out, '{host}-diagnostics.json')
         return
     def measure_peak():
         return flops.measure_matmul_flops(device, args.dtype, n=4096 if device.platform != 'cpu' else 2048)
@@ -268,10 +267,7 @@ def main():
     for r in rows:
         print(f'{r["d_model"]:>5}x{r["n_layers"]:<3} {r["params"]:>12,} {r["compile_s"]:>9.1f} {r["step_ms"]:>9.1f} '
               f'{r["tokens_per_s"]:>10,.0f} {r["achieved_flops"] / 1e9:>9.1f} {100 * r["mfu"]:>5.1f}%')
-    out = Path(args.out or REPO / 'benchmarks' / 'results' / f'{platform.node()}.json')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    files.write_json(out, result)
-    print(f'wrote {out}')
+    write_result(result, args.out, '{host}.json')
 
 
 if __name__ == '__main__':

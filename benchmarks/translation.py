@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +31,8 @@ def main():
     import jax
     import numpy as np
 
-    from scalelab import decoding, files, runtime, translate
+    from harness import timed, write_result
+    from scalelab import decoding, runtime, translate
     from scalelab.data import translation
     runtime.configure()
     translator = translate.load(args.workdir)
@@ -56,10 +56,7 @@ def main():
     for name, beam_size in (('greedy', 1), (f'beam{args.beam_size}', args.beam_size)):
         ids, seconds = {}, {}
         for cached in (True, False):
-            decode(beam_size, cached)  # compile
-            start = time.perf_counter()
-            ids[cached] = decode(beam_size, cached)
-            seconds[cached] = time.perf_counter() - start
+            ids[cached], seconds[cached] = timed(lambda: decode(beam_size, cached))
         hypotheses = translate.detokenize(translator.tokenizer, ids[True])
         metrics = translate.scores(hypotheses, references)
         samples[name] = hypotheses
@@ -78,10 +75,7 @@ def main():
                          for i, (s, r) in enumerate(zip(sources, references)) if i < args.samples]
     for sample in result['samples']:
         print(f'  {sample["source"]!r} -> {sample[f"beam{args.beam_size}"]!r} (reference {sample["reference"]!r})')
-    out = Path(args.out or REPO / 'benchmarks' / 'results' / f'{platform.node()}-translation.json')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    files.write_json(out, result)
-    print(f'wrote {out}')
+    write_result(result, args.out, '{host}-translation.json')
 
 
 if __name__ == '__main__':

@@ -217,12 +217,10 @@ def _value_problems(cfg: ConfigDict, num_devices: int) -> list[str]:
                             f'(task {spec.task}); it handles {", ".join(family.TASKS)}')
         else:
             problems += family.validate(cfg.model, spec)
-        if cfg.train.label_smoothing > 0 and spec.task not in tasks.LOGIT_TASKS:
-            problems.append(f'train.label_smoothing={cfg.train.label_smoothing}: needs labels over logits (tasks '
-                            f'{", ".join(tasks.LOGIT_TASKS)}); data.name={cfg.data.name!r} is {spec.task}')
-        if cfg.train.z_loss > 0 and spec.task not in tasks.LOGIT_TASKS:
-            problems.append(f'train.z_loss={cfg.train.z_loss}: needs logits (tasks {", ".join(tasks.LOGIT_TASKS)}); '
-                            f'data.name={cfg.data.name!r} is {spec.task}')
+        for key in ('label_smoothing', 'z_loss'):  # both act on a softmax's logits
+            if cfg.train[key] > 0 and spec.task not in tasks.LOGIT_TASKS:
+                problems.append(f'train.{key}={cfg.train[key]}: needs logits (tasks {", ".join(tasks.LOGIT_TASKS)}); '
+                                f'data.name={cfg.data.name!r} is {spec.task}')
 
     try:
         sizes = parallel.mesh_shape(cfg.mesh, num_devices)

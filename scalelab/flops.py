@@ -209,12 +209,17 @@ def transformer_forward_flops_per_token(cfg, seq_len: int, causal: bool = True) 
     needs only the lower triangle, half of it (Kaplan's 2 n_layer n_ctx d_attn).
     XLA computes the full square and masks it, so compare against causal=False.
     """
-    d, f = cfg.d_model, cfg.d_ff
-    n_mlp = 3 if cfg.mlp == 'swiglu' else 2
-    kv = (cfg.n_kv_heads or cfg.n_heads) * (d // cfg.n_heads)
-    weights = cfg.n_layers * (2 * d * d + 2 * d * kv + n_mlp * d * f) + d * cfg.vocab_size
-    context = cfg.n_layers * 4 * seq_len * d * (0.5 if causal else 1.0)
+    weights = cfg.n_layers * sum(_layer_matmul_weights(cfg)) + cfg.d_model * cfg.vocab_size
+    context = cfg.n_layers * 4 * seq_len * cfg.d_model * (0.5 if causal else 1.0)
     return 2.0 * weights + context
+
+
+def _layer_matmul_weights(cfg) -> tuple[int, int, int]:
+    """(q and o; k and v; the MLP's) weights one token meets in one layer: biases and norms
+    are not matmuls, and k and v are narrower with grouped-query attention."""
+    d = cfg.d_model
+    kv = (cfg.n_kv_heads or cfg.n_heads) * (d // cfg.n_heads)
+    return 2 * d * d, 2 * d * kv, (3 if cfg.mlp == 'swiglu' else 2) * d * cfg.d_ff
 
 
 def seq2seq_forward_flops(cfg, source_len: int, target_len: int, causal: bool = True) -> float:
@@ -224,12 +229,11 @@ def seq2seq_forward_flops(cfg, source_len: int, target_len: int, causal: bool = 
     self-attention and MLP per target token, cross-attention's q and o per target token but
     its k and v once per source token (computed once from the encoder's output), and its
     context 4 d per (target, source) pair; the output head per target token."""
-    d, f = cfg.d_model, cfg.d_ff
-    n_mlp = 3 if cfg.mlp == 'swiglu' else 2
-    kv = (cfg.n_kv_heads or cfg.n_heads) * (d // cfg.n_heads)
-    encoder = cfg.n_layers * source_len * (2 * d * d + 2 * d * kv + n_mlp * d * f + 2 * source_len * d)
-    per_target = (2 * d * d + 2 * d * kv) + 2 * d * d + n_mlp * d * f  # self-attention, cross q and o, MLP
-    decoder = cfg.n_decoder_layers * (target_len * per_target + source_len * 2 * d * kv
+    d = cfg.d_model
+    q_o, k_v, mlp = _layer_matmul_weights(cfg)
+    encoder = cfg.n_layers * source_len * (q_o + k_v + mlp + 2 * source_len * d)
+    per_target = 2 * q_o + k_v + mlp  # self-attention, cross q and o, MLP
+    decoder = cfg.n_decoder_layers * (target_len * per_target + source_len * k_v
                                       + 2 * target_len * target_len * d * (0.5 if causal else 1.0)
                                       + 2 * target_len * source_len * d)
     return 2.0 * (encoder + decoder + target_len * d * cfg.vocab_size)

@@ -238,9 +238,8 @@ def evaluate(run: Run, state: dict) -> dict:
                     pipeline.to_global(run.mesh, run.source.eval_batch(i, run.rows), batch_size))
         for i in range(run.source.eval_batches())])
     sums = {key: sum(float(b[key]) for b in per_batch) for key in per_batch[0]}
-    task = data_lib.spec(run.cfg.data).task
-    metrics = tasks.summarize(task, sums, run.source.bytes_per_token)
-    if task == 'seq2seq':  # what translations are scored by: decode the evaluation sources
+    metrics = tasks.summarize(run.prepared.spec.task, sums, run.source.bytes_per_token)
+    if run.prepared.spec.task == 'seq2seq':  # what translations are scored by: decode the evaluation sources
         from scalelab import translate
         metrics.update(translate.evaluate_run(run, state))
     return metrics

@@ -1,0 +1,29 @@
+"""What the benchmarks share: a call timed after its warm-up, and where their JSON goes.
+
+Imported by the scripts beside it (their own folder is first on sys.path when run as
+`python benchmarks/<name>.py`)."""
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / 'results'
+
+
+def timed(fn):
+    """(fn()'s result, seconds) of a second call: the first compiles and is not timed."""
+    fn()
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def write_result(result: dict, out: str | None, name: str) -> Path:
+    """Writes `result` as JSON to `out`, else to benchmarks/results/`name` ({host} filled in)."""
+    from scalelab import files
+    path = Path(out) if out else RESULTS / name.format(host=platform.node())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files.write_json(path, result)
+    print(f'wrote {path}')
+    return path
