@@ -4,6 +4,13 @@ the same 2.5M bytes (about 30 minutes on 2 CPU cores); fits L(N) = E + A/N^alpha
 
     python -m scalelab.sweep --config experiments/sweep_lm_params.py --workdir runs/sweep
     python -m scalelab.sweep --config experiments/sweep_lm_params.py:tiny --workdir runs/sweep_tiny
+
+`:bpe` is the same sweep on the BPE-4096 corpus of the same files (experiments/lm_stdlib_bpe.py
+says how to prepare it): the same non-embedding sizes and 2.5M tokens (BPE tokens, about 8.4 MB
+of text), scored on the held-out files' first 39,296 tokens, about the 131,072 bytes the byte
+sweep scores on, so the two compare in bits per byte:
+
+    python -m scalelab.sweep compare --a runs/sweep --b runs/sweep_bpe --metric bits_per_byte
 """
 from ml_collections import ConfigDict
 
@@ -14,13 +21,14 @@ TARGETS = {
     'default': (2.47e4, 8.33e4, 1.97e5, 3.85e5, 6.65e5, 1.055e6),  # d_model 32..112, head_dim 16
     'tiny': (6.2e3, 2.09e4, 4.94e4),                                # d_model 16..32, head_dim 8: seconds each
 }
+TARGETS['bpe'] = TARGETS['default']
 
 
 def get_config(arg: str = 'default'):
     if arg not in TARGETS:
         raise ValueError(f'experiments/sweep_lm_params.py:{arg}: unknown variant; valid: {", ".join(TARGETS)}')
     cfg = points.default_config()
-    cfg.base = 'experiments/lm_stdlib.py'
+    cfg.base = 'experiments/lm_stdlib_bpe.py' if arg == 'bpe' else 'experiments/lm_stdlib.py'
     tiny = arg == 'tiny'
     cfg.overrides = ConfigDict({
         'data.seq_len': 32 if tiny else 128,
@@ -31,6 +39,8 @@ def get_config(arg: str = 'default'):
         'optim.learning_rate': 3e-3,
         'checkpoint.every_steps': 10 if tiny else 200,
     }, allow_dotted_keys=True)
+    if arg == 'bpe':  # about the byte sweep's 131,072 held-out bytes, at 3.34 bytes per token
+        cfg.overrides['data.eval_tokens'] = 39296
     cfg.axes = ConfigDict({
         'target_params': TARGETS[arg],
         'train.tokens': (1.6e4 if tiny else 2.5e6,),

@@ -43,6 +43,7 @@ def base_config(model: str = 'transformer', data: str | None = None) -> ConfigDi
         compute_dtype='float32',
         log_every=10,
         eval_every=200,       # 0: evaluate only at the end (the evaluation set's size is a data key)
+        evals=0,              # > 0: this many evaluations spread evenly, the last at the end (sets eval_every)
         init_from='',         # fine-tune: a run workdir, a checkpoint directory or a .safetensors file
         freeze='',            # regex of parameter names (as in export.py) kept fixed, e.g. '^embed\\.'
         z_loss=0.0,           # weight of mean log(Z)^2 added to the loss (tasks.z_loss; PaLM used 1e-4)
@@ -71,8 +72,9 @@ def resolve(cfg: ConfigDict, num_devices: int) -> ConfigDict:
     """Validated copy with defaults filled in and derived values computed.
 
     Derived: mesh sizes (-1 filled), model sizes given as 0 (model.vocab_size: the
-    tokenizer's vocabulary), and train.steps
-    when the duration is given in tokens or FLOPs.
+    tokenizer's vocabulary), train.steps when the duration is given in tokens or
+    FLOPs, optim.warmup_steps when optim.warmup_fraction is set, and train.eval_every
+    when train.evals is.
     """
     validate(cfg, num_devices)
     out = base_config(cfg.model.name, cfg.data.name)
@@ -86,6 +88,10 @@ def resolve(cfg: ConfigDict, num_devices: int) -> ConfigDict:
         out.train.steps = max(1, math.ceil(out.train.flops / per_step))
     elif out.train.tokens > 0:
         out.train.steps = max(1, math.ceil(out.train.tokens / tokens_per_step))
+    if out.optim.warmup_fraction > 0:  # a warmup that scales with a duration given in tokens or FLOPs
+        out.optim.warmup_steps = round(out.optim.warmup_fraction * out.train.steps)
+    if out.train.evals > 0:  # curves evaluated at the same fractions of every run, whatever its length
+        out.train.eval_every = max(1, math.ceil(out.train.steps / out.train.evals))
     out.lock()
     return out
 
@@ -186,7 +192,7 @@ def _value_problems(cfg: ConfigDict, num_devices: int) -> list[str]:
     t = cfg.train
     for key in ('global_batch', 'microbatches', 'log_every'):
         _positive(problems, f'train.{key}', t[key])
-    for key in ('tokens', 'flops', 'eval_every', 'z_loss'):
+    for key in ('tokens', 'flops', 'eval_every', 'evals', 'z_loss'):
         _positive(problems, f'train.{key}', t[key], allow_zero=True)
     if t.tokens > 0 and t.flops > 0:
         problems.append(f'train.tokens={t.tokens} and train.flops={t.flops}: give the duration one way only')

@@ -28,7 +28,7 @@ from scalelab.errors import ConfigError
 
 # Keys a resumed run may change: how it is watched, saved and laid out, not what it computes
 # (a checkpoint restores onto any mesh). Every other key must match the saved config.json.
-RESUME_MAY_CHANGE = ('train.log_every', 'train.eval_every', 'checkpoint.every_steps', 'checkpoint.keep',
+RESUME_MAY_CHANGE = ('train.log_every', 'train.eval_every', 'train.evals', 'checkpoint.every_steps', 'checkpoint.keep',
                      'checkpoint.async_save', 'mesh.data', 'mesh.fsdp', 'mesh.tensor', 'log.tensorboard',
                      'log.wandb', 'log.wandb_mode', 'log.norms', 'log.spike_window', 'log.spike_z')
 # These only move the end of the run when the learning rate is constant (after its warmup).

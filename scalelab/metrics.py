@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from scalelab import files
 
 clock = time.perf_counter  # what StepTimer reads (tests put a fake clock here)
@@ -46,6 +48,27 @@ class MetricsLog:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+X_KEYS = {'steps': 'step', 'tokens': 'tokens', 'flops': 'flops'}  # an x axis -> its metrics.jsonl field
+
+
+def curves(workdir: Path, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{'train': (x, loss), 'eval': (x, eval_loss)} of a workdir against the metrics.jsonl field
+    `key` (step, tokens or flops); an evaluation's tokens and FLOPs are read off the training
+    lines at its step."""
+    path = Path(workdir) / 'metrics.jsonl'
+    if not path.exists():
+        raise FileNotFoundError(f'{workdir}: no metrics.jsonl (not a run workdir, or no step logged yet)')
+    records = read_jsonl(path)
+    train = [r for r in records if 'loss' in r]
+    evals = [r for r in records if 'eval_loss' in r]
+    train_step = np.array([r['step'] for r in train], float)
+    train_x = np.array([r[key] for r in train], float)
+    eval_step = np.array([r['step'] for r in evals], float)
+    eval_x = eval_step if key == 'step' or not train else np.interp(eval_step, train_step, train_x)
+    return {'train': (train_x, np.array([r['loss'] for r in train], float)),
+            'eval': (eval_x, np.array([r['eval_loss'] for r in evals], float))}
 
 
 class StepTimer:

@@ -23,6 +23,7 @@ def default_config() -> ConfigDict:
         learning_rate=1e-3,   # peak
         schedule='cosine',    # constant | cosine | wsd (warmup-stable-decay)
         warmup_steps=100,
+        warmup_fraction=0.0,  # > 0: warmup_steps = round(this x train.steps), resolved with the duration
         decay_fraction=0.2,   # wsd: share of the run spent decaying
         min_lr_ratio=0.1,     # final learning rate / peak (cosine, wsd)
         b1=0.9,
@@ -46,6 +47,8 @@ def validate(cfg: ConfigDict) -> list[str]:
     for key in ('warmup_steps', 'weight_decay', 'grad_clip'):
         if cfg[key] < 0:
             problems.append(f'optim.{key}={cfg[key]}: must be non-negative')
+    if not 0.0 <= cfg.warmup_fraction < 1.0:
+        problems.append(f'optim.warmup_fraction={cfg.warmup_fraction}: must be in [0, 1) (0: use optim.warmup_steps)')
     for key in ('decay_fraction', 'min_lr_ratio'):
         if not 0.0 <= cfg[key] <= 1.0:
             problems.append(f'optim.{key}={cfg[key]}: must be in [0, 1]')

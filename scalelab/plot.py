@@ -23,33 +23,12 @@ import numpy as np  # noqa: E402
 from scalelab import cli, metrics  # noqa: E402
 
 X_AXES = {'steps': 'step', 'tokens': 'tokens', 'flops': 'training FLOPs (counted)'}
-X_KEYS = {'steps': 'step', 'tokens': 'tokens', 'flops': 'flops'}
-
-
-def curves(workdir: Path, x: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{'train': (x, loss), 'eval': (x, eval_loss)} of a workdir; an evaluation's tokens
-    and FLOPs are read off the training lines at its step."""
-    path = Path(workdir) / 'metrics.jsonl'
-    if not path.exists():
-        raise FileNotFoundError(f'{workdir}: no metrics.jsonl (not a run workdir, or no step logged yet)')
-    records = metrics.read_jsonl(path)
-    train = [r for r in records if 'loss' in r]
-    evals = [r for r in records if 'eval_loss' in r]
-    key = X_KEYS[x]
-    train_step = np.array([r['step'] for r in train], float)
-    train_x = np.array([r[key] for r in train], float)
-    eval_step = np.array([r['step'] for r in evals], float)
-    eval_x = eval_step if key == 'step' or not train else np.interp(eval_step, train_step, train_x)
-    return {'train': (train_x, np.array([r['loss'] for r in train], float)),
-            'eval': (eval_x, np.array([r['eval_loss'] for r in evals], float))}
-
-
 def plot_runs(runs: dict[str, Path], x: str, path: Path, title: str = '',
               color_by: dict[str, float] | None = None, color_label: str = 'parameters') -> plt.Figure:
     """The figure (also saved to `path`): one colour per run, by name or by `color_by` (log scale)."""
     if x not in X_AXES:
         raise ValueError(f'--x={x!r}: not one of {", ".join(X_AXES)}')
-    data = {label: curves(workdir, x) for label, workdir in runs.items()}
+    data = {label: metrics.curves(workdir, metrics.X_KEYS[x]) for label, workdir in runs.items()}
     fig, (train_ax, eval_ax) = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True, sharey=True)
     if color_by:
         norm = matplotlib.colors.LogNorm(min(color_by.values()), max(color_by.values()))

@@ -19,6 +19,9 @@ from scipy.optimize import minimize
 from scalelab import progress
 
 HUBER_DELTA = 1e-3
+MAX_EXPONENT = 5.0   # exponents are searched in [0, MAX_EXPONENT]
+EXP_RANGE = 14.0     # log E and log A reach this far below log(smallest loss): exp(-14) ~ 1e-6
+BOUND_TOL = 1e-6     # a parameter this close to its bound is on it
 # Hoffmann et al.'s grid of initialisations (4500 starts for Approach 3).
 HOFFMANN_GRID = {
     'a': np.arange(0, 30, 5.0), 'b': np.arange(0, 30, 5.0), 'e': np.arange(-1, 1.5, 0.5),
@@ -59,23 +62,36 @@ def lse_objective(theta: np.ndarray, log_x_KxN: np.ndarray, log_loss_N: np.ndarr
 class Optimum:
     theta: np.ndarray
     objective: float
+    at_bounds: tuple[int, ...] = ()   # indices of theta on an edge of the search box
+    lower: tuple[float, ...] = ()     # the box
+    upper: tuple[float, ...] = ()
 
 
-def lbfgs_batched(fun: Callable, x_SxP: np.ndarray, *, memory: int = 10, max_iter: int = 2000,
+def lbfgs_batched(fun: Callable, x_SxP: np.ndarray, *, lower_P: np.ndarray | None = None,
+                  upper_P: np.ndarray | None = None, memory: int = 10, max_iter: int = 2000,
                   ftol: float = 2.2e-9, gtol: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
     """L-BFGS (two-loop recursion, backtracking Armijo line search) on S independent
     problems at once: `fun` maps S x P points to S values and S x P gradients.
     The stopping rules are scipy L-BFGS-B's defaults; thousands of starts then
-    cost a few hundred vectorised evaluations instead of one Python loop each."""
-    x_SxP = np.array(x_SxP, float)
+    cost a few hundred vectorised evaluations instead of one Python loop each.
+    With bounds, steps are projected onto the box and a gradient that pushes out
+    of it counts as zero (a projected method: the polish after it is exact L-BFGS-B)."""
+    P = np.shape(x_SxP)[-1]
+    lower_P = np.full(P, -np.inf) if lower_P is None else np.asarray(lower_P, float)
+    upper_P = np.full(P, np.inf) if upper_P is None else np.asarray(upper_P, float)
+    x_SxP = np.clip(np.array(x_SxP, float), lower_P, upper_P)
+
+    def projected(x, g):  # the gradient with components that would leave the box zeroed
+        return np.where(((x <= lower_P) & (g > 0)) | ((x >= upper_P) & (g < 0)), 0.0, g)
+
     f_S, g_SxP = fun(x_SxP)
     history = []  # (s_SxP, y_SxP, rho_S), oldest first
-    active = np.isfinite(f_S) & (np.abs(g_SxP).max(axis=1) > gtol)
+    active = np.isfinite(f_S) & (np.abs(projected(x_SxP, g_SxP)).max(axis=1) > gtol)
     for _ in range(max_iter):
         if not active.any():
             break
         idx = np.flatnonzero(active)
-        g = g_SxP[idx]
+        g = projected(x_SxP[idx], g_SxP[idx])
         q, alphas = g.copy(), []
         for s, y, rho in reversed(history):
             alpha = rho[idx] * np.einsum('sp,sp->s', s[idx], q)
@@ -98,17 +114,20 @@ def lbfgs_batched(fun: Callable, x_SxP: np.ndarray, *, memory: int = 10, max_ite
         step = np.ones(len(idx))
         f_new, g_new = np.full(len(idx), np.inf), np.zeros_like(g)
         pending = np.arange(len(idx))
+        x_new = x_SxP[idx].copy()
         for _ in range(60):  # halve until Armijo's sufficient decrease holds
-            f_try, g_try = fun(x_SxP[idx[pending]] + step[pending, None] * d[pending])
-            ok = np.isfinite(f_try) & (f_try <= f_S[idx[pending]] + 1e-4 * step[pending] * slope[pending])
-            f_new[pending[ok]], g_new[pending[ok]] = f_try[ok], g_try[ok]
+            x_try = np.clip(x_SxP[idx[pending]] + step[pending, None] * d[pending], lower_P, upper_P)
+            f_try, g_try = fun(x_try)
+            decrease = np.einsum('sp,sp->s', g[pending], x_try - x_SxP[idx[pending]])
+            ok = np.isfinite(f_try) & (f_try <= f_S[idx[pending]] + 1e-4 * np.minimum(decrease, 0.0))
+            f_new[pending[ok]], g_new[pending[ok]], x_new[pending[ok]] = f_try[ok], g_try[ok], x_try[ok]
             pending = pending[~ok]
             if not len(pending):
                 break
             step[pending] *= 0.5
         moved = np.isfinite(f_new)
         s_full, y_full, rho_full = np.zeros_like(x_SxP), np.zeros_like(x_SxP), np.zeros(len(x_SxP))
-        s_step, y_step = step[:, None] * d, g_new - g
+        s_step, y_step = x_new - x_SxP[idx], g_new - g_SxP[idx]
         sy = np.einsum('sp,sp->s', s_step, y_step)
         curved = moved & (sy > 1e-12)
         s_full[idx], y_full[idx] = s_step, y_step
@@ -118,7 +137,8 @@ def lbfgs_batched(fun: Callable, x_SxP: np.ndarray, *, memory: int = 10, max_ite
         x_SxP[idx[moved]] += s_step[moved]
         f_S[idx[moved]], g_SxP[idx[moved]] = f_new[moved], g_new[moved]
         scale = np.maximum(np.maximum(np.abs(f_S[idx]), np.abs(f_S[idx] + improvement)), 1.0)
-        done = ~moved | (improvement <= ftol * scale) | (np.abs(g_SxP[idx]).max(axis=1) <= gtol)
+        done = (~moved | (improvement <= ftol * scale)
+                | (np.abs(projected(x_SxP[idx], g_SxP[idx])).max(axis=1) <= gtol))
         active[idx[done]] = False
     return x_SxP, f_S
 
@@ -128,12 +148,29 @@ def lbfgs_batched(fun: Callable, x_SxP: np.ndarray, *, memory: int = 10, max_ite
 _POLISH = {'ftol': 1e-15, 'gtol': 1e-12, 'maxiter': 20000}
 
 
+def search_bounds(log_x_KxN: np.ndarray, log_loss_N: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The box the fit searches, for theta = (a_1..a_K, alpha_1..alpha_K, e).
+
+    Exponents lie in [0, MAX_EXPONENT]: a law of loss falling with scale. e = log E and
+    a_k = log A_k lie within EXP_RANGE (in log units) below the smallest loss: under it a
+    term is below a millionth of every loss at x >= 1, i.e. it has vanished (E -> 0, A -> 0).
+    Without a box, flat or pure power-law data send a term to 1e-75 and take minutes."""
+    k = log_x_KxN.shape[0]
+    low, high = log_loss_N.min() - EXP_RANGE, log_loss_N.max() + 1.0
+    a_high = high + MAX_EXPONENT * np.maximum(log_x_KxN.max(axis=1), 0.0)
+    lower = np.concatenate([np.full(k, low), np.zeros(k), [low]])
+    upper = np.concatenate([a_high, np.full(k, MAX_EXPONENT), [high]])
+    return lower, upper
+
+
 def minimize_from_starts(log_x_KxN, log_loss_N, starts_SxP: np.ndarray, delta: float = HUBER_DELTA,
                          polish: int = 8) -> list[Optimum]:
     """L-BFGS from every start (all at once, default tolerances), then the best
-    `polish` results refined by scipy's L-BFGS-B with tight tolerances; distinct optima, best first."""
+    `polish` results refined by scipy's L-BFGS-B with tight tolerances; distinct optima, best
+    first. Both search search_bounds' box; each optimum names the parameters left on its edge."""
+    lower, upper = search_bounds(log_x_KxN, log_loss_N)
     x_SxP, f_S = lbfgs_batched(lambda theta: lse_objective(theta, log_x_KxN, log_loss_N, delta),
-                               np.atleast_2d(np.asarray(starts_SxP, float)))
+                               np.atleast_2d(np.asarray(starts_SxP, float)), lower_P=lower, upper_P=upper)
     finite = np.flatnonzero(np.isfinite(f_S))
     if not len(finite):
         raise RuntimeError('no start converged to a finite objective')
@@ -141,8 +178,10 @@ def minimize_from_starts(log_x_KxN, log_loss_N, starts_SxP: np.ndarray, delta: f
     refined = []
     for start in x_SxP[best]:
         result = minimize(lse_objective, start, args=(log_x_KxN, log_loss_N, delta), jac=True, method='L-BFGS-B',
-                          options=_POLISH)
-        refined.append(Optimum(result.x, float(result.fun)))
+                          bounds=list(zip(lower, upper)), options=_POLISH)
+        edge = tuple(int(i) for i in np.flatnonzero((result.x - lower <= BOUND_TOL) | (upper - result.x <= BOUND_TOL)))
+        refined.append(Optimum(result.x, float(result.fun), edge, tuple(float(v) for v in lower),
+                               tuple(float(v) for v in upper)))
     refined.sort(key=lambda o: o.objective)
     distinct = [refined[0]]
     for o in refined[1:]:
@@ -165,6 +204,9 @@ class PowerLaw:
     A: float
     alpha: float
     objective: float = math.nan
+    at_bounds: tuple[str, ...] = ()  # e.g. ('E lower',): parameters the search left on an edge of its box
+
+    THETA = ('A', 'alpha', 'E')  # the fitted theta's entries, named
 
     def predict(self, x):
         return self.E + self.A * np.asarray(x, float) ** -self.alpha
@@ -185,6 +227,9 @@ class Chinchilla:
     alpha: float
     beta: float
     objective: float = math.nan
+    at_bounds: tuple[str, ...] = ()
+
+    THETA = ('A', 'B', 'alpha', 'beta', 'E')
 
     def predict(self, N, D):
         return self.E + self.A * np.asarray(N, float) ** -self.alpha + self.B * np.asarray(D, float) ** -self.beta
@@ -216,6 +261,12 @@ def _check(name: str, *arrays: np.ndarray) -> None:
             raise ValueError(f'{name}: inputs must be finite and positive')
 
 
+def edges(optimum: Optimum, names: Sequence[str]) -> tuple[str, ...]:
+    """'E lower', 'alpha upper', ...: the parameters an optimum left on an edge of the search box."""
+    return tuple(f'{names[i]} {"lower" if optimum.theta[i] - optimum.lower[i] <= BOUND_TOL else "upper"}'
+                 for i in optimum.at_bounds)
+
+
 def fit_power_law(x, loss, starts: np.ndarray | None = None, delta: float = HUBER_DELTA) -> tuple[PowerLaw, list[Optimum]]:
     """Fit L = E + A x^-alpha; returns the law and all distinct optima (best first)."""
     x, loss = np.asarray(x, float), np.asarray(loss, float)
@@ -226,7 +277,8 @@ def fit_power_law(x, loss, starts: np.ndarray | None = None, delta: float = HUBE
         starts = grid(HOFFMANN_GRID['a'], HOFFMANN_GRID['alpha'], HOFFMANN_GRID['e'])
     optima = minimize_from_starts(np.log(x)[None, :], np.log(loss), starts, delta)
     a, alpha, e = optima[0].theta
-    return PowerLaw(float(np.exp(e)), float(np.exp(a)), float(alpha), optima[0].objective), optima
+    return PowerLaw(float(np.exp(e)), float(np.exp(a)), float(alpha), optima[0].objective,
+                    edges(optima[0], PowerLaw.THETA)), optima
 
 
 def fit_chinchilla(N, D, loss, starts: np.ndarray | None = None,
@@ -242,24 +294,27 @@ def fit_chinchilla(N, D, loss, starts: np.ndarray | None = None,
     optima = minimize_from_starts(np.log(np.stack([N, D])), np.log(loss), starts, delta)
     a, b, alpha, beta, e = optima[0].theta
     return Chinchilla(float(np.exp(e)), float(np.exp(a)), float(np.exp(b)), float(alpha), float(beta),
-                      optima[0].objective), optima
+                      optima[0].objective, edges(optima[0], Chinchilla.THETA)), optima
 
 
 # --- uncertainty -------------------------------------------------------------
 
 
 def bootstrap(fit: Callable, columns: Sequence[np.ndarray], optima: list[Optimum], *, n: int = 200,
-              seed: int = 0, max_starts: int = 4) -> list:
+              seed: int = 0, max_starts: int = 4) -> tuple[list, int]:
     """Refit on `n` resamples of the rows (with replacement), each started from
-    the full fit's best distinct optima; returns the resampled laws."""
+    the full fit's best distinct optima; returns the resampled laws and how many refits failed."""
     rng = np.random.default_rng(seed)
     rows = len(columns[0])
     starts = np.stack([o.theta for o in optima[:max_starts]])
-    laws = []
+    laws, failed = [], 0
     for _ in progress.bar(range(n), desc='bootstrap', unit='fit'):
         pick = rng.integers(0, rows, size=rows)
-        laws.append(fit(*(np.asarray(c)[pick] for c in columns), starts=starts)[0])
-    return laws
+        try:
+            laws.append(fit(*(np.asarray(c)[pick] for c in columns), starts=starts)[0])
+        except (ValueError, RuntimeError, np.linalg.LinAlgError):
+            failed += 1
+    return laws, failed
 
 
 def summarize(laws: list, level: float = 0.9) -> dict[str, dict[str, float]]:
@@ -277,76 +332,3 @@ def prediction_interval(laws: list, *inputs, level: float = 0.9) -> tuple[np.nda
     """Central `level` band of the bootstrap laws' predictions at `inputs`."""
     predictions = np.stack([law.predict(*inputs) for law in laws])
     return tuple(np.quantile(predictions, [(1 - level) / 2, (1 + level) / 2], axis=0))
-
-
-# --- Approach 2: IsoFLOP profiles ---------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class IsoFlop:
-    """Per-budget parabola minima and the power laws N_opt ∝ C^a, D_opt ∝ C^b through them."""
-    budgets: list[dict]   # each: C, N_opt, loss_opt, coefficients (of loss in log N), points
-    a: float
-    N_coefficient: float  # N_opt = N_coefficient * C^a
-    b: float
-    D_coefficient: float
-
-    def optimal_allocation(self, C):
-        C = np.asarray(C, float)
-        return self.N_coefficient * C ** self.a, self.D_coefficient * C ** self.b
-
-    def describe(self) -> str:
-        return f'N_opt = {self.N_coefficient:.4g} C^{self.a:.3f}, D_opt = {self.D_coefficient:.4g} C^{self.b:.3f}'
-
-    def params(self) -> dict[str, float]:
-        return {'a': self.a, 'b': self.b, 'N_coefficient': self.N_coefficient, 'D_coefficient': self.D_coefficient}
-
-
-def group_budgets(C: np.ndarray, rel_tol: float = 0.05) -> np.ndarray:
-    """Label rows whose compute agrees within `rel_tol` (log-space clustering)."""
-    order = np.argsort(C)
-    labels = np.empty(len(C), int)
-    label, anchor = -1, None
-    for i in order:
-        if anchor is None or abs(math.log(C[i] / anchor)) > rel_tol:
-            label, anchor = label + 1, C[i]
-        labels[i] = label
-    return labels
-
-
-def fit_isoflop(N, C, loss, D=None, *, rel_tol: float = 0.05, min_points: int = 3) -> IsoFlop:
-    """Chinchilla Approach 2: a parabola in log N per compute budget, then
-    least squares of log N_opt and log D_opt on log C. D_opt comes from the
-    tokens trained, `D` (log D is linear in log N within a budget, read at
-    N_opt), so it holds whatever FLOP count C is; without D, D = C / 6N."""
-    N, C, loss = (np.asarray(v, float) for v in (N, C, loss))
-    _check('fit_isoflop', N, C, loss)
-    D = C / (6 * N) if D is None else np.asarray(D, float)
-    labels = group_budgets(C, rel_tol)
-    budgets = []
-    for label in np.unique(labels):
-        rows = labels == label
-        if rows.sum() < min_points:
-            continue
-        logN = np.log(N[rows])
-        if np.ptp(logN) == 0:
-            continue
-        center = logN.mean()  # centred for a well-conditioned fit
-        c2, c1, c0 = np.polyfit(logN - center, loss[rows], 2)
-        if c2 <= 0:
-            continue  # no minimum: the budget's sizes do not bracket its optimum
-        x_opt = -c1 / (2 * c2)
-        d_slope, d_at_center = np.polyfit(logN - center, np.log(D[rows]), 1)
-        budgets.append({'C': float(np.exp(np.log(C[rows]).mean())), 'N_opt': float(np.exp(center + x_opt)),
-                        'D_opt': float(np.exp(d_at_center + d_slope * x_opt)),
-                        'loss_opt': float(c0 + c1 * x_opt + c2 * x_opt ** 2), 'points': int(rows.sum()),
-                        'coefficients': [float(c2), float(c1), float(c0)], 'log_N_center': float(center),
-                        'bracketed': bool(logN.min() < center + x_opt < logN.max())})
-    if len(budgets) < 2:
-        raise ValueError(f'fit_isoflop: need at least 2 compute budgets with >= {min_points} sizes and a '
-                         f'minimum, found {len(budgets)} (budgets are C values within {rel_tol:.0%})')
-    logC = np.log([b['C'] for b in budgets])
-    logN_opt = np.log([b['N_opt'] for b in budgets])
-    a, log_kN = np.polyfit(logC, logN_opt, 1)
-    b, log_kD = np.polyfit(logC, np.log([budget['D_opt'] for budget in budgets]), 1)
-    return IsoFlop(budgets, float(a), float(np.exp(log_kN)), float(b), float(np.exp(log_kD)))

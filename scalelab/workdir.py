@@ -30,6 +30,8 @@ def check_path(workdir: Path) -> None:
 
 def read_json(path: Path, what_to_do: str) -> dict:
     """A JSON file of the workdir, or one error naming it and what to do."""
+    if not Path(path).is_file():
+        raise ConfigError([f'{path}: no such file; {what_to_do}'])
     try:
         return json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 
+from scalelab import flops
+from scalelab import data as data_lib
 from scalelab.errors import ConfigError
 from scalelab.sweep import points as points_lib
 from scalelab.sweep import results
@@ -66,10 +68,18 @@ def test_bad_sweep_axes_are_named(monkeypatch):
 def test_dry_run_and_emitted_commands(tmp_path):
     dry = sweep_cli('--config', TINY, f'--workdir={tmp_path}', '--dry-run')
     assert dry.returncode == 0, dry.stderr
-    assert '3 points' in dry.stdout and '6,224' in dry.stdout
-    tokens = 32 * 16 * 32  # steps x batch x sequence
-    assert f'{6 * (6224 + 16 * 256) * tokens:.3g}' in dry.stdout  # C = 6 N D with the head (16 x 256) in N
-    assert 'total 9.34e+09 FLOPs (C = 6 N D' in dry.stdout
+    assert dry.stdout.startswith('3 points (N = with_head parameters, the count the fit uses; C = 6 N D')
+    rows = [line.split() for line in dry.stdout.splitlines() if line.startswith('p0')]
+    sweep = tiny_sweep()
+    total = 0.0
+    for row, point in zip(rows, points_lib.expand(sweep, num_devices=1)):
+        n = points_lib.count(point.config, 'with_head')  # the N column is the N of C = 6 N D (the head counted)
+        assert n == flops.param_counts(point.config.model, spec := data_lib.spec(point.config.data))['non_embedding'] \
+            + point.config.model.d_model * spec.num_outputs
+        tokens = point.config.train.steps * point.config.train.global_batch * point.config.data.seq_len
+        assert row[3] == f'{n:,}' and row[4] == f'{tokens:.3g}' and row[6] == f'{6 * n * tokens:.3g}'
+        total += 6 * n * tokens
+    assert f'total {total:.3g} FLOPs' in dry.stdout
     assert not (tmp_path / 'points').exists()  # nothing trained
     emitted = sweep_cli('--config', TINY, f'--workdir={tmp_path}', '--emit-commands')
     lines = emitted.stdout.strip().splitlines()

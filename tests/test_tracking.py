@@ -156,7 +156,7 @@ def test_plot_draws_each_run_against_each_axis(tmp_path, tracked_run):
         assert (tmp_path / f'{x}.png').stat().st_size > 10_000
     records = metrics.read_jsonl(workdir / 'metrics.jsonl')
     tokens_at_6 = next(r['tokens'] for r in records if r['step'] == 6 and 'loss' in r)
-    assert plot.curves(workdir, 'tokens')['eval'][0][0] == tokens_at_6
+    assert metrics.curves(workdir, 'tokens')['eval'][0][0] == tokens_at_6
     assert plot.main([str(workdir), str(other), '--x', 'flops', '--out', str(tmp_path / 'cli.png')]) == 0
     assert plot.main([str(tmp_path / 'missing'), '--out', str(tmp_path / 'x.png')]) == 2
 

@@ -14,14 +14,70 @@ import numpy as np  # noqa: E402
 from scalelab import scaling  # noqa: E402
 
 
-def plot(fit, data: dict[str, np.ndarray], path: Path, title: str = '') -> None:
-    draw = {'power': _power, 'chinchilla': _chinchilla, 'isoflop': _isoflop,
+def plot(fit, data: dict[str, np.ndarray], path: Path, title: str = '') -> list[Path]:
+    """Draws the law's figure at `path` (compute_optimal: also one per approach beside it); returns the files."""
+    if fit.report['law'] == 'compute_optimal':
+        return _compute_optimal(fit, data, Path(path), title)
+    draw = {'power': _power, 'chinchilla': _chinchilla, 'isoflop': _isoflop, 'envelope': _envelope,
             'lr_transfer': _lr_transfer, 'lr_sensitivity': _lr_sensitivity}[fit.report['law']]
-    fig = draw(fit, data)
-    fig.suptitle(title or fit.report['formula'], fontsize=10)
+    _save(draw(fit, data), path, title or fit.report['formula'])
+    return [Path(path)]
+
+
+def _save(fig, path: Path, title: str) -> None:
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+def _log_axes(ax, x_label: str, y_label: str, x_kind: str = 'count', y_kind: str = 'loss') -> None:
+    """Log x axis, and a y axis whose ticks read as numbers: a loss is drawn on a log scale only
+    when it spans more than a factor of two (then ticked at 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8),
+    else linearly; never '3 x 10^0'. Counts (N, D) read as 20k or 3M, FLOPs as 1e19."""
+    ax.set(xscale='log', xlabel=x_label, ylabel=y_label)
+    _number_axis(ax.xaxis, x_kind)
+    if y_kind == 'loss':
+        low, high = (line_or_collection_range(ax))
+        if high > 2 * low:
+            ax.set_yscale('log')
+            ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0,
+                                                                          8.0)))
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:.3g}'))
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        else:
+            ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(8))
+    else:
+        ax.set_yscale('log')
+        _number_axis(ax.yaxis, y_kind)
+    ax.grid(True, which='both', alpha=0.3)
+
+
+def _number_axis(axis, kind: str) -> None:
+    if kind == 'flops':
+        axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:.0e}'.replace('e+', 'e')))
+    else:
+        axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(matplotlib.ticker.EngFormatter())
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def line_or_collection_range(ax) -> tuple[float, float]:
+    """The smallest and largest positive y the axes hold, from its lines and scatters."""
+    values = [line.get_ydata() for line in ax.get_lines()]
+    values += [c.get_offsets()[:, 1] for c in ax.collections if len(c.get_offsets())]
+    flat = np.concatenate([np.asarray(v, float).ravel() for v in values]) if values else np.array([1.0])
+    flat = flat[np.isfinite(flat) & (flat > 0)]
+    return (float(flat.min()), float(flat.max())) if len(flat) else (1.0, 1.0)
+
+
+def _residuals(ax, x, ratio, x_label: str, colour='k') -> None:
+    """measured / fitted - 1 against x, in percent, around a zero line."""
+    ax.scatter(x, 100 * (np.asarray(ratio) - 1), s=12, color=colour, zorder=3)
+    ax.axhline(0, color='C3', lw=1)
+    ax.set(xscale='log', xlabel=x_label, ylabel='residual (%)')
+    ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())
+    ax.grid(True, which='both', alpha=0.3)
 
 
 def metrics_vs_n(rows: list[dict], metrics, path: Path, title: str = '') -> None:
@@ -43,7 +99,7 @@ def metrics_vs_n(rows: list[dict], metrics, path: Path, title: str = '') -> None
 
 
 def _power(fit, data):
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, (ax, res) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True, gridspec_kw={'height_ratios': [3, 1]})
     N, loss = data['N'], data['loss']
     grid = np.geomspace(N.min() / 2, N.max() * 10, 200)
     ax.scatter(N, loss, color='k', zorder=3, label='runs')
@@ -62,13 +118,14 @@ def _power(fit, data):
                [held.get('hi', held['predicted']) - held['predicted']]]
         ax.errorbar([held['N']], [held['predicted']], yerr=err, fmt='s', color='C1', capsize=4,
                     label=f'predicted {held["predicted"]:.3f} vs measured {held["measured"]:.3f}')
-    ax.set(xscale='log', yscale='log', xlabel='parameters N', ylabel='loss')
-    ax.grid(True, which='both', alpha=0.3)
-    ax.legend(fontsize=8)
+    _log_axes(ax, '', 'loss')
+    ax.legend(fontsize=7, loc='upper right')
+    _residuals(res, N, loss / fit.law.predict(N), 'parameters N')
     return fig
 
 
 def _chinchilla(fit, data):
+    """Approach 3: the runs against compute with the law's frontier, and the residuals."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
     N, D, loss = data['N'], data['D'], data['loss']
     C = 6 * N * D
@@ -76,41 +133,153 @@ def _chinchilla(fit, data):
     fig.colorbar(points, ax=left, label='log10 N')
     grid = np.geomspace(C.min(), C.max() * 100, 200)
     n_opt, d_opt = fit.law.optimal_allocation(grid)
-    left.plot(grid, fit.law.predict(n_opt, d_opt), color='C3', label='compute-optimal frontier')
-    left.set(xscale='log', yscale='log', xlabel='compute C = 6ND (FLOPs)', ylabel='loss')
-    left.legend(fontsize=8)
-    left.grid(True, which='both', alpha=0.3)
-    predicted = fit.law.predict(N, D)
-    right.scatter(loss, predicted, s=10, color='k')
-    span = [min(loss.min(), predicted.min()), max(loss.max(), predicted.max())]
-    right.plot(span, span, color='C3', lw=1)
-    right.set(xlabel='measured loss', ylabel='fitted loss', title='fit quality')
-    right.grid(True, alpha=0.3)
+    left.plot(grid, fit.law.predict(n_opt, d_opt), color='C3', label='compute-optimal frontier of the fit')
+    for row in fit.report.get('compute_optimal', [])[1:2]:  # 10x the largest budget
+        if 'loss_lo' in row:
+            left.errorbar([row['C']], [row['loss']], yerr=[[row['loss'] - row['loss_lo']], [row['loss_hi'] - row['loss']]],
+                          fmt='*', ms=10, color='C3', capsize=4, label=f'10x the largest budget: {row["loss"]:.3f}')
+    _log_axes(left, 'compute C = 6ND (FLOPs)', 'loss', x_kind='flops')
+    left.legend(fontsize=7, loc='upper right')
+    _residuals(right, C, loss / fit.law.predict(N, D), 'compute C = 6ND (FLOPs)')
+    _number_axis(right.xaxis, 'flops')
+    right.set_title('residuals: measured / fitted - 1', fontsize=9)
     return fig
 
 
 def _isoflop(fit, data):
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    """Approach 2: the profiles with their parabolas, the vertices against C with the power law,
+    and each run's residual from its budget's parabola."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    profiles, optimum, res = axes
     budgets = fit.report['budgets']
+    C_budgets = np.array([b['C'] for b in budgets])
+    nearest = np.abs(np.log10(data['C'])[:, None] - np.log10(C_budgets)[None, :]).argmin(axis=1)
     for i, budget in enumerate(budgets):
-        rows = np.abs(np.log(data['C'] / budget['C'])) <= 0.05  # the budget's own runs
-        logN = np.log(data['N'][rows])
-        grid = np.linspace(logN.min(), logN.max(), 50)
-        left.scatter(data['N'][rows], data['loss'][rows], color=f'C{i % 10}', s=12)
-        left.plot(np.exp(grid), np.polyval(budget['coefficients'], grid - budget['log_N_center']), color=f'C{i % 10}',
-                  label=f'C = {budget["C"]:.2g}')
-        left.scatter([budget['N_opt']], [budget['loss_opt']], marker='*', s=80, color=f'C{i % 10}', zorder=4)
-    left.set(xscale='log', xlabel='parameters N', ylabel='loss', title='IsoFLOP profiles')
-    left.legend(fontsize=7)
-    C = np.array([b['C'] for b in budgets])
-    grid = np.geomspace(C.min(), C.max() * 10, 50)
-    right.scatter(C, [b['N_opt'] for b in budgets], color='k', zorder=3)
-    right.plot(grid, fit.law.optimal_allocation(grid)[0], color='C3', label=fit.law.describe())
-    right.set(xscale='log', yscale='log', xlabel='compute C (FLOPs)', ylabel='N_opt')
-    right.legend(fontsize=7)
-    for ax in (left, right):
-        ax.grid(True, which='both', alpha=0.3)
+        rows = (nearest == i) & (np.abs(np.log10(data['C'] / budget['C'])) <= fit.report['budget_tol_decades'])
+        colour = plt.cm.viridis(i / max(len(budgets) - 1, 1))
+        label = f'C = {budget["C"]:.3g}' + (' (left out)' if budget['left_out'] else '')
+        profiles.scatter(data['N'][rows], data['loss'][rows], color=colour, s=12, marker='x' if budget['left_out'] else 'o')
+        if budget['coefficients']:
+            grid = np.linspace(*budget['log_N_range'], 50)
+            profiles.plot(np.exp(grid), np.polyval(budget['coefficients'], grid - budget['log_N_center']), color=colour,
+                          ls=':' if budget['left_out'] else '-', label=label)
+            fitted = np.polyval(budget['coefficients'], np.log(data['N'][rows]) - budget['log_N_center'])
+            _residuals(res, data['N'][rows], data['loss'][rows] / fitted, 'parameters N', colour)
+        if not budget['left_out']:
+            profiles.scatter([budget['N_opt']], [budget['loss_opt']], marker='*', s=90, color=colour, zorder=4,
+                             edgecolor='k')
+    _log_axes(profiles, 'parameters N', 'loss')
+    profiles.set_title('IsoFLOP profiles (star: vertex)', fontsize=9)
+    profiles.legend(fontsize=6, loc='upper right', ncol=2 if len(budgets) > 8 else 1)
+    used = [b for b in budgets if not b['left_out']]
+    C = np.array([b['C'] for b in used])
+    grid = np.geomspace(C.min() / 2, C.max() * 10, 50)
+    optimum.scatter(C, [b['N_opt'] for b in used], color='k', zorder=3, label='vertices')
+    optimum.plot(grid, fit.law.optimal_allocation(grid)[0], color='C3', label=fit.law.describe().split(',')[0])
+    if fit.laws:
+        level = fit.report['bootstrap']['level']
+        band = np.quantile([law.optimal_allocation(grid)[0] for law in fit.laws], [(1 - level) / 2, (1 + level) / 2],
+                           axis=0)
+        optimum.fill_between(grid, *band, color='C3', alpha=0.2, label=f'{level:.0%} bootstrap band')
+    _log_axes(optimum, 'compute C (FLOPs)', 'N_opt (parameters)', x_kind='flops', y_kind='count')
+    optimum.legend(fontsize=7, loc='upper left')
+    res.set_title('residuals from each budget\'s parabola', fontsize=9)
     return fig
+
+
+def _envelope(fit, data):
+    """Approach 1: every run's curve against compute with the envelope, and N_opt along it."""
+    fig, (curves, optimum) = plt.subplots(1, 2, figsize=(12, 5))
+    env = fit.law
+    for curve in env.curves:
+        curves.plot(curve.C, curve.loss, color='0.75', lw=0.8)
+    curves.plot(env.C, env.loss, color='C3', lw=2, label='envelope: the lowest loss at each C')
+    _log_axes(curves, 'compute C = 6ND (FLOPs)', fit.report.get('curve_metric', 'loss'), x_kind='flops')
+    curves.legend(fontsize=7, loc='upper right')
+    optimum.plot(env.C, env.N, color='k', drawstyle='steps-post', label='N of the run on the envelope')
+    optimum.plot(env.C, env.optimal_allocation(env.C)[0], color='C3', label=env.describe().split(',')[0])
+    if fit.laws:
+        level = fit.report['bootstrap']['level']
+        band = np.quantile([law.optimal_allocation(env.C)[0] for law in fit.laws], [(1 - level) / 2, (1 + level) / 2],
+                           axis=0)
+        optimum.fill_between(env.C, *band, color='C3', alpha=0.2, label=f'{level:.0%} bootstrap band')
+    _log_axes(optimum, 'compute C (FLOPs)', 'N_opt (parameters)', x_kind='flops', y_kind='count')
+    optimum.legend(fontsize=7, loc='upper left')
+    return fig
+
+
+def _compute_optimal(fit, data, path: Path, title: str) -> list[Path]:
+    """scaling.png: N_opt and D_opt against C from the three approaches, with the prediction;
+    approach1.png, approach2.png, approach3.png: each approach's own figure with residuals."""
+    written = []
+    for name, draw in (('approach1', _envelope), ('approach2', _isoflop), ('approach3', _chinchilla)):
+        target = path.parent / f'{name}.png'
+        _save(draw(fit.law[name], data), target,
+              f'{title}: {APPROACH_NAMES[name]}\n{fit.law[name].report["formula"]}'.strip(': '))
+        written.append(target)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    prediction = fit.report['prediction']
+    grid = np.geomspace(data['C'].min() / 2, prediction['C'] * 2, 60)
+    for i, name in enumerate(('approach1', 'approach2', 'approach3')):
+        one = fit.law[name]
+        allocation = one.law.optimal_allocation(grid)
+        a = [row for row in fit.report['comparison'] if row['approach'] == name][0]
+        for ax, values, key in ((axes[0], allocation[0], 'a'), (axes[1], allocation[1], 'b')):
+            interval = f' [{a[key + "_lo"]:.3f}, {a[key + "_hi"]:.3f}]' if key + '_lo' in a else ''
+            ax.plot(grid, values, color=f'C{i}', label=f'{APPROACH_NAMES[name]}: {key} = {a[key]:.3f}{interval}')
+            if one.laws:
+                level = fit.report['prediction']['level']
+                band = np.quantile([law.optimal_allocation(grid)[0 if key == 'a' else 1] for law in one.laws],
+                                   [(1 - level) / 2, (1 + level) / 2], axis=0)
+                ax.fill_between(grid, *band, color=f'C{i}', alpha=0.12)
+    budgets = [b for b in fit.report['approach2']['budgets'] if not b['left_out']]
+    axes[0].scatter([b['C'] for b in budgets], [b['N_opt'] for b in budgets], color='C1', edgecolor='k', zorder=4,
+                    label='IsoFLOP vertices')
+    axes[1].scatter([b['C'] for b in budgets], [b['D_opt'] for b in budgets], color='C1', edgecolor='k', zorder=4)
+    for ax, key in ((axes[0], 'N_opt'), (axes[1], 'D_opt')):
+        ax.scatter([prediction['C']], [prediction[key]], marker='*', s=160, color='C3', edgecolor='k', zorder=5,
+                   label=f'prediction at C = {prediction["C"]:.3g}: {prediction[key]:.3g}')
+        verified = fit.report.get('verification')
+        if verified:
+            ax.scatter([verified['C']], [verified[key.replace('_opt', '')]], marker='D', s=60, color='w',
+                       edgecolor='k', zorder=6, label='trained')
+        _log_axes(ax, 'compute C (FLOPs)', f'{key} ({"parameters" if key == "N_opt" else "tokens"})',
+                  x_kind='flops', y_kind='count')
+        ax.legend(fontsize=7, loc='upper left')
+    _save(fig, path, title or 'compute-optimal allocation: Chinchilla\'s three approaches')
+    return [path, *written]
+
+
+APPROACH_NAMES = {'approach1': 'Approach 1 (envelope)', 'approach2': 'Approach 2 (IsoFLOP)',
+                  'approach3': 'Approach 3 (parametric)'}
+
+
+def compare(report: dict, frontiers, path: Path) -> None:
+    """compare.png: both recipes' compute frontiers with their laws, and B's compute multiplier
+    over A against the loss where both hold, with its bootstrap interval."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    for i, (name, frontier) in enumerate(zip('AB', frontiers)):
+        grid = np.geomspace(frontier.C.min() / 2, frontier.C.max() * 2, 100)
+        left.scatter(frontier.C, frontier.loss, color=f'C{i}', zorder=3, s=16)
+        left.plot(grid, frontier.law.predict(grid), color=f'C{i}',
+                  label=f'{name}: {report[name.lower()]}\n{frontier.law.describe("C")}')
+    for level in report['levels']:
+        left.plot([level['C_B'], level['C_A']], [level['loss']] * 2, color='k', lw=1, ls=':')
+    _log_axes(left, 'compute C = 6ND (FLOPs)', report['metric'], x_kind='flops')
+    left.legend(fontsize=7, loc='upper right')
+    levels = report['levels']
+    losses = [lv['loss'] for lv in levels]
+    right.plot(losses, [lv['multiplier'] for lv in levels], 'o-', color='k', label='B\'s compute multiplier over A')
+    if all('lo' in lv for lv in levels):
+        right.fill_between(losses, [lv['lo'] for lv in levels], [lv['hi'] for lv in levels], color='k', alpha=0.15,
+                           label=f'{report["level"]:.0%} bootstrap interval')
+    right.axhline(1.0, color='C3', lw=1)
+    right.set(xlabel=f'{report["metric"]} (where both recipes reach it)', ylabel='C_A / C_B', yscale='log')
+    right.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:.3g}'))
+    right.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:.3g}'))
+    right.grid(True, which='both', alpha=0.3)
+    right.legend(fontsize=7, loc='best')
+    _save(fig, path, f'compute multiplier: {report["metric"]}')
 
 
 def _width_colours(widths):

@@ -23,7 +23,7 @@ from scalelab import data as data_lib
 from scalelab.errors import ConfigError
 
 SPECIAL_AXES = ('target_params', 'tokens_per_param')
-LAWS = ('power', 'chinchilla', 'isoflop', 'lr_transfer', 'lr_sensitivity')
+LAWS = ('power', 'chinchilla', 'isoflop', 'compute_optimal', 'lr_transfer', 'lr_sensitivity')
 
 
 def default_config() -> ConfigDict:
@@ -32,12 +32,22 @@ def default_config() -> ConfigDict:
     cfg.overrides = ConfigDict({}, allow_dotted_keys=True)  # 'a.b': value, applied to every point
     cfg.axes = ConfigDict({}, allow_dotted_keys=True)       # 'a.b' or special axis: (values, ...)
     cfg.shape = shapes.default_rule()
+    # Points of the product left out before anything runs (0 = no limit): an IsoFLOP grid keeps,
+    # at each budget, the sizes whose planned tokens per parameter (D / fit.count's N) lie in a window.
+    cfg.keep = ConfigDict(dict(
+        min_tokens_per_param=0.0,
+        max_tokens_per_param=0.0,
+        min_steps=0,
+    ))
     cfg.fit = ConfigDict(dict(
-        law='power',          # power: L(N); chinchilla: L(N, D); isoflop: Chinchilla Approach 2
+        law='power',          # power: L(N); chinchilla: L(N, D) (Approach 3); isoflop: Approach 2;
+                              # compute_optimal: Approaches 1, 2 and 3 side by side, with a prediction
         metric='eval_loss',   # summary.json field fitted as the loss
         also=(),              # more summary.json fields: results.csv columns, plotted against N in metrics.png
         count='with_head',    # results.csv's N: with_head (flops.FLOP_CONVENTION), non_embedding or total
         bootstrap=200,        # resamples for confidence bands and standard errors
+        budget_tol=0.1,       # isoflop: runs within this many decades of C share a budget
+        min_points=5,         # isoflop: runs a budget needs for its parabola
     ))
     return cfg
 
@@ -79,8 +89,9 @@ def set_key(cfg: ConfigDict, dotted: str, value) -> None:
     node[key] = float(value) if isinstance(node[key], float) and isinstance(value, int) else value
 
 
-def expand(sweep: ConfigDict, num_devices: int) -> list[Point]:
-    """Every point of the sweep, validated as a run (ConfigError before anything runs)."""
+def expand(sweep: ConfigDict, num_devices: int, left_out: list | None = None) -> list[Point]:
+    """Every point of the sweep that `sweep.keep` keeps, validated as a run (ConfigError before
+    anything runs); `left_out` (if given) receives (name, reason) for each point it drops."""
     problems = [f'axes.{k}: needs a non-empty list of values' for k, v in sweep.axes.items()
                 if not isinstance(v, (list, tuple)) or not v]
     if sweep.fit.law not in LAWS:
@@ -117,8 +128,27 @@ def expand(sweep: ConfigDict, num_devices: int) -> list[Point]:
             cfg.train.tokens = float(round(axes['tokens_per_param'] * count(cfg, sweep.shape.count)))
             overrides['train.tokens'] = cfg.train.tokens
         name = f'p{index:02d}' + ''.join(f'-{_label(k)}{_short(v)}' for k, v in axes.items())
-        points.append(Point(name, axes, overrides, config.resolve(cfg, num_devices)))
+        point = Point(name, axes, overrides, config.resolve(cfg, num_devices))
+        reason = outside_keep(sweep, point)
+        if reason is None:
+            points.append(point)
+        elif left_out is not None:
+            left_out.append((name, reason))
     return points
+
+
+def outside_keep(sweep: ConfigDict, point: Point) -> str | None:
+    """Why `sweep.keep` leaves this point out, or None when it stays."""
+    keep, c = sweep.keep, point.config
+    tokens = c.train.steps * c.train.global_batch * flops.tokens_per_example(data_lib.spec(c.data))
+    ratio = tokens / count(c, sweep.fit.count)
+    if keep.min_tokens_per_param and ratio < keep.min_tokens_per_param:
+        return f'{ratio:.3g} tokens per parameter < keep.min_tokens_per_param={keep.min_tokens_per_param:g}'
+    if keep.max_tokens_per_param and ratio > keep.max_tokens_per_param:
+        return f'{ratio:.3g} tokens per parameter > keep.max_tokens_per_param={keep.max_tokens_per_param:g}'
+    if keep.min_steps and c.train.steps < keep.min_steps:
+        return f'{c.train.steps} steps < keep.min_steps={keep.min_steps}'
+    return None
 
 
 def count(cfg: ConfigDict, which: str) -> int:
@@ -157,7 +187,7 @@ def _label(key: str) -> str:
 
 def _short(value) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) >= 1000:
-        for unit, scale in (('G', 1e9), ('M', 1e6), ('k', 1e3)):
+        for unit, scale in (('P', 1e15), ('T', 1e12), ('G', 1e9), ('M', 1e6), ('k', 1e3)):
             if abs(value) >= scale:
                 return f'{value / scale:.3g}{unit}'
     return re.sub(r'[^A-Za-z0-9._]', '_', str(value))

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from scalelab import data as data_lib
-from scalelab import files, flops, scaling, shapes, tasks
+from scalelab import files, flops, isoflop, scaling, shapes, tasks
+from scalelab.sweep import checks
 from scalelab.sweep import points as points_lib
 from scalelab.sweep import runner
 
@@ -42,6 +43,8 @@ def collect(sweep, points: list[points_lib.Point], workdir: Path) -> list[dict]:
             'C': None if tokens is None else 6.0 * n_with_head * tokens, 'C_counted': summary.get('flops'),
             'flop_convention': flops.FLOP_CONVENTION,
             'loss': summary.get(sweep.fit.metric), 'train_loss': summary.get('train_loss'),
+            'bits_per_byte': summary.get('eval_bits_per_byte'),
+            'tokenizer': tokenizer_name(summary.get('data', {}).get('tokenizer')),
             'steps': summary.get('step'), 'd_model': model.d_model, 'n_layers': model.n_layers,
             'n_heads': model.n_heads, 'wall_time_s': summary.get('wall_time_s'),
             'attn_logit_max': summary.get('attn_logit_max'), 'uniform_loss': uniform_loss(point.config),
@@ -49,6 +52,13 @@ def collect(sweep, points: list[points_lib.Point], workdir: Path) -> list[dict]:
             **{key: value for key, value in point.axes.items()},
         })
     return rows
+
+
+def tokenizer_name(described) -> str | None:
+    """A run's tokenizer as one CSV cell: 'bytes', or a prepared corpus's kind, name and vocabulary."""
+    if isinstance(described, dict):
+        return f'{described.get("kind", "")}:{described.get("name", "")}:{described.get("vocab_size", "")}'
+    return described
 
 
 def uniform_loss(cfg) -> float | None:
@@ -69,27 +79,30 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def table(rows: list[dict], *, n_col='N', d_col='D', c_col='C', loss_col='loss',
-          drop_top_loss: int = 0) -> dict[str, np.ndarray]:
+          drop_top_loss: int = 0, dropped: list | None = None) -> dict[str, np.ndarray]:
     """Numeric columns N, loss and (where available) D, C from CSV rows.
 
     Rows with a status other than 'completed', or without a finite positive
-    loss and N, are left out; then the `drop_top_loss` highest losses are.
+    N, loss, D or C (where those columns exist), are left out; then the
+    `drop_top_loss` highest losses are. `dropped` (if given) receives
+    (row label, reason) for each row left out.
     """
     header = rows[0].keys() if rows else ()
     missing = [c for c in (n_col, loss_col) if c not in header]
     if missing:
         raise ValueError(f'results: no column {missing[0]!r}; columns are {", ".join(header)}')
-
-    def column(name):
-        if name not in header:
-            return None
-        return np.array([number(r.get(name)) for r in rows])
-
-    keep = np.array([r.get('status', 'completed') == 'completed' for r in rows])
-    out = {'N': column(n_col), 'loss': column(loss_col), 'D': column(d_col), 'C': column(c_col)}
-    for name in ('N', 'loss'):
-        keep &= np.isfinite(out[name]) & (out[name] > 0)
-    out = {k: v[keep] for k, v in out.items() if v is not None}
+    names = {'N': n_col, 'loss': loss_col, 'D': d_col, 'C': c_col}
+    out = {k: np.array([number(r.get(col)) for r in rows]) for k, col in names.items() if col in header}
+    reasons = []
+    for i, row in enumerate(rows):
+        status = row.get('status', 'completed')
+        bad = [f'{names[k]}={row.get(names[k])!r}' for k in out if not (np.isfinite(out[k][i]) and out[k][i] > 0)]
+        reasons.append(f'status {status!r}' if status != 'completed' else
+                       f'{", ".join(bad)} is not a finite positive number' if bad else '')
+    keep = np.array([not r for r in reasons], bool)
+    if dropped is not None:
+        dropped += [(row_label(row, i), why) for i, (row, why) in enumerate(zip(rows, reasons)) if why]
+    out = {k: v[keep] for k, v in out.items()}
     if drop_top_loss:
         order = np.argsort(out['loss'], kind='stable')[:len(out['loss']) - drop_top_loss]
         out = {k: v[np.sort(order)] for k, v in out.items()}
@@ -98,6 +111,11 @@ def table(rows: list[dict], *, n_col='N', d_col='D', c_col='C', loss_col='loss',
     if 'C' not in out and 'D' in out:
         out['C'] = 6 * out['N'] * out['D']
     return out
+
+
+def row_label(row: dict, index: int) -> str:
+    """How a warning names a row: its point name, else its line in the CSV (header = line 1)."""
+    return f'{row["name"]!r}' if row.get('name') else f'on line {index + 2}'
 
 
 def number(text) -> float:
@@ -110,25 +128,28 @@ def number(text) -> float:
 
 @dataclasses.dataclass
 class Fit:
-    report: dict            # what fit.json holds
+    report: dict            # what fit.json holds; report['warnings']: what it cannot promise
     law: object = None      # the fitted law
     laws: list = None       # bootstrap laws
     holdout: object = None  # law fitted without the largest N
 
 
 def fit_table(data: dict[str, np.ndarray], law: str, *, bootstrap: int = 200, seed: int = 0,
-              level: float = 0.9) -> Fit:
+              level: float = 0.9, dropped: list = (), **budget_options) -> Fit:
+    """Fit `law` to a table; `dropped` (from `table`) becomes warnings naming each row left out;
+    `budget_options` (tol, budgets, min_points) group an isoflop table's runs into budgets."""
     if law == 'power':
-        return _fit_power(data, bootstrap, seed, level)
-    if law == 'chinchilla':
+        fit = _fit_power(data, bootstrap, seed, level)
+    elif law == 'chinchilla':
         _require(data, 'D', law)
-        return _fit_chinchilla(data, bootstrap, seed, level)
-    if law == 'isoflop':
+        fit = _fit_chinchilla(data, bootstrap, seed, level)
+    elif law == 'isoflop':
         _require(data, 'C', law)
-        iso = scaling.fit_isoflop(data['N'], data['C'], data['loss'], data.get('D'))
-        return Fit({'law': 'isoflop', 'formula': iso.describe(), 'params': iso.params(),
-                    'budgets': iso.budgets, 'rows': int(len(data['N']))}, law=iso)
-    raise ValueError(f'--law={law!r}: not one of {", ".join(points_lib.LAWS)}')
+        fit = _fit_isoflop(data, bootstrap, seed, level, **{'tol': 0.1, **budget_options})
+    else:
+        raise ValueError(f'--law={law!r}: not one of {", ".join(points_lib.LAWS)}')
+    fit.report['warnings'] = checks.dropped(list(dropped)) + fit.report.get('warnings', [])
+    return fit
 
 
 def _require(data, column, law):
@@ -136,30 +157,49 @@ def _require(data, column, law):
         raise ValueError(f'--law={law} needs a {column} column (or C and N to derive it)')
 
 
+def with_bootstrap(report: dict, law, laws: list, failed: int, n_boot: int, level: float) -> list:
+    """Adds the bootstrap's summary and warnings to `report`; returns the laws whose
+    intervals may be reported ([] when the bootstrap failed or cannot vary)."""
+    if not n_boot:
+        return []
+    stats = scaling.summarize(laws, level) if len(laws) > 1 else {}
+    report['warnings'] += checks.bootstrap(law.params(), stats, n_boot, failed)
+    if len(laws) < 2 or not checks.usable_bootstrap(n_boot, failed, stats, law.params()):
+        return []
+    report['bootstrap'] = {'resamples': n_boot, 'failed': failed, 'level': level, **stats}
+    return laws
+
+
 def _fit_power(data, n_boot, seed, level) -> Fit:
     N, loss = data['N'], data['loss']
     law, optima = scaling.fit_power_law(N, loss)
-    laws = scaling.bootstrap(scaling.fit_power_law, (N, loss), optima, n=n_boot, seed=seed) if n_boot else []
     report = {'law': 'power', 'formula': law.describe('N'), 'params': law.params(), 'rows': int(len(N)),
-              'objective': law.objective}
+              'objective': law.objective, 'warnings': checks.degrees_of_freedom(len(N), 3, 'power')}
+    report['warnings'] += checks.bounds(law) + checks.exponents(law.params())
+    report['warnings'] += checks.flat(float(np.ptp(law.predict(N))), checks.scatter(loss, law.predict(N)))
+    free = len(N) > 3
+    laws = []
+    if free and n_boot:
+        laws, failed = scaling.bootstrap(scaling.fit_power_law, (N, loss), optima, n=n_boot, seed=seed)
+        laws = with_bootstrap(report, law, laws, failed, n_boot, level)
+    next_up = 10 * N.max()
+    report['prediction'] = {'N': float(next_up), 'loss': float(law.predict(next_up))}
     if laws:
-        report['bootstrap'] = {'resamples': n_boot, 'level': level, **scaling.summarize(laws, level)}
-        next_up = 10 * N.max()
         lo, hi = scaling.prediction_interval(laws, next_up, level=level)
-        report['prediction'] = {'N': float(next_up), 'loss': float(law.predict(next_up)),
-                                'lo': float(lo), 'hi': float(hi)}
+        report['prediction'].update(lo=float(lo), hi=float(hi))
     fit = Fit(report, law, laws)
     largest = N == N.max()
-    if len(np.unique(N[~largest])) >= 4:
+    if free and len(np.unique(N[~largest])) >= 4:
         held, held_optima = scaling.fit_power_law(N[~largest], loss[~largest])
         entry = {'N': float(N.max()), 'measured': float(loss[largest].mean()),
                  'predicted': float(held.predict(N.max())), 'params': held.params()}
         entry['relative_error'] = entry['predicted'] / entry['measured'] - 1
         if n_boot:
-            held_laws = scaling.bootstrap(scaling.fit_power_law, (N[~largest], loss[~largest]), held_optima,
-                                          n=n_boot, seed=seed)
-            lo, hi = scaling.prediction_interval(held_laws, N.max(), level=level)
-            entry.update(lo=float(lo), hi=float(hi), inside=bool(lo <= entry['measured'] <= hi))
+            held_laws, _ = scaling.bootstrap(scaling.fit_power_law, (N[~largest], loss[~largest]), held_optima,
+                                             n=n_boot, seed=seed)
+            if len(held_laws) > 1:
+                lo, hi = scaling.prediction_interval(held_laws, N.max(), level=level)
+                entry.update(lo=float(lo), hi=float(hi), inside=bool(lo <= entry['measured'] <= hi))
         report['holdout_largest'] = entry
         fit.holdout = held
     return fit
@@ -168,17 +208,45 @@ def _fit_power(data, n_boot, seed, level) -> Fit:
 def _fit_chinchilla(data, n_boot, seed, level) -> Fit:
     N, D, loss = data['N'], data['D'], data['loss']
     law, optima = scaling.fit_chinchilla(N, D, loss)
-    laws = scaling.bootstrap(scaling.fit_chinchilla, (N, D, loss), optima, n=n_boot, seed=seed) if n_boot else []
     report = {'law': 'chinchilla', 'formula': law.describe(), 'params': law.params(), 'rows': int(len(N)),
-              'objective': law.objective, 'G': law.G}
-    if laws:
-        report['bootstrap'] = {'resamples': n_boot, 'level': level, **scaling.summarize(laws, level)}
+              'objective': law.objective, 'G': law.G,
+              'warnings': checks.degrees_of_freedom(len(N), 5, 'chinchilla')}
+    report['warnings'] += checks.bounds(law) + checks.exponents(law.params())
+    report['warnings'] += checks.flat(float(np.ptp(law.predict(N, D))), checks.scatter(loss, law.predict(N, D)))
+    if len(N) <= 5:
+        return Fit(report, law, [])
+    laws = []
+    if n_boot:
+        laws, failed = scaling.bootstrap(scaling.fit_chinchilla, (N, D, loss), optima, n=n_boot, seed=seed)
+        laws = with_bootstrap(report, law, laws, failed, n_boot, level)
     C_max = float((6 * N * D).max())
-    report['compute_optimal'] = []
-    for C in (C_max, 10 * C_max, 100 * C_max):
-        n_opt, d_opt = law.optimal_allocation(C)
-        report['compute_optimal'].append({'C': C, 'N_opt': float(n_opt), 'D_opt': float(d_opt),
-                                          'loss': float(law.predict(n_opt, d_opt))})
+    report['compute_optimal'] = [optimal_point(law, laws, C, level) for C in (C_max, 10 * C_max, 100 * C_max)]
     return Fit(report, law, laws)
 
 
+def optimal_point(law, laws: list, C: float, level: float) -> dict:
+    """N_opt, D_opt and the loss there at budget C, with the bootstrap laws' central intervals."""
+    n_opt, d_opt = law.optimal_allocation(C)
+    entry = {'C': C, 'N_opt': float(n_opt), 'D_opt': float(d_opt), 'loss': float(law.predict(n_opt, d_opt))}
+    if laws:
+        q = [(1 - level) / 2, (1 + level) / 2]
+        allocations = np.array([other.optimal_allocation(C) for other in laws])
+        losses = [other.predict(*alloc) for other, alloc in zip(laws, allocations)]
+        for key, values in (('N_opt', allocations[:, 0]), ('D_opt', allocations[:, 1]), ('loss', losses)):
+            entry[f'{key}_lo'], entry[f'{key}_hi'] = (float(v) for v in np.quantile(values, q))
+    return entry
+
+
+def _fit_isoflop(data, n_boot, seed, level, **options) -> Fit:
+    iso = isoflop.fit_isoflop(data['N'], data['C'], data['loss'], data.get('D'), **options)
+    report = {'law': 'isoflop', 'formula': iso.describe(), 'params': iso.params(),
+              'budgets': [b.to_dict() for b in iso.budgets], 'rows': int(len(data['N'])),
+              'rows_in_no_budget': iso.unassigned, 'budget_tol_decades': options['tol'],
+              'warnings': list(iso.warnings)}
+    report['warnings'] += checks.exponents(iso.params())
+    fits = []
+    if n_boot and len(iso.used()) > 2:
+        fits, failed = isoflop.bootstrap(data['N'], data['C'], data['loss'], data.get('D'), n=n_boot, seed=seed,
+                                         **options)
+        fits = with_bootstrap(report, iso, fits, failed, n_boot, level)
+    return Fit(report, iso, fits)

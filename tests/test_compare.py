@@ -1,0 +1,73 @@
+"""Compute multipliers between two recipes, against tables whose multiplier is known."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scalelab import files
+from scalelab.sweep import compare
+from tests.helpers import REPO
+
+
+def law(C):
+    return 1.5 + 300.0 * np.asarray(C, float) ** -0.2
+
+
+def write_table(path, C, bits_per_byte, tokenizer='bytes', bytes_per_token=1.0):
+    """A sweep's table: loss in nats per token, bits_per_byte the comparable metric."""
+    rows = [{'name': f'p{i}', 'status': 'completed', 'N': 1e5, 'C': c, 'bits_per_byte': b,
+             'loss': b * np.log(2) * bytes_per_token, 'tokenizer': tokenizer} for i, (c, b) in enumerate(zip(C, bits_per_byte))]
+    files.write_csv(path, rows, ['name', 'status', 'N', 'C', 'loss', 'bits_per_byte', 'tokenizer'])
+
+
+def test_the_frontier_keeps_only_runs_no_cheaper_run_beats():
+    C = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    loss = np.array([3.0, 3.5, 2.5, 2.5, 2.0])
+    assert compare.frontier_points(C, loss).tolist() == [0, 2, 4]
+
+
+def test_a_recipe_that_reaches_every_loss_with_a_third_of_the_compute_has_multiplier_three():
+    rng = np.random.default_rng(0)
+    C = np.geomspace(1e12, 1e15, 9)
+    a = {'C': C, 'loss': law(C) * np.exp(rng.normal(0, 0.001, len(C)))}
+    b = {'C': C, 'loss': law(3 * C) * np.exp(rng.normal(0, 0.001, len(C)))}  # B at C does what A does at 3C
+    report, _ = compare.compare(a, b, bootstrap=50)
+    assert report['warnings'] == []
+    for level in report['levels']:
+        assert level['multiplier'] == pytest.approx(3.0, rel=0.1)
+        assert level['lo'] < 3.0 < level['hi'] or level['multiplier'] == pytest.approx(3.0, rel=0.03)
+    # only where both reach: from the larger of the two minima to the smaller of the maxima
+    assert report['levels'][0]['loss'] == pytest.approx(min(a['loss'].max(), b['loss'].max()))
+    assert report['levels'][-1]['loss'] == pytest.approx(max(a['loss'].min(), b['loss'].min()))
+
+
+def test_the_cli_compares_sweeps_and_refuses_per_token_losses_of_different_tokenizers(tmp_path):
+    C = np.geomspace(1e12, 1e15, 8)
+    write_table(tmp_path / 'a.csv', C, law(C))
+    write_table(tmp_path / 'b.csv', C, law(2 * C), tokenizer='hf:bpe-4096:4096', bytes_per_token=3.3)
+    args = [sys.executable, '-m', 'scalelab.sweep', 'compare', f'--a={tmp_path / "a.csv"}', f'--b={tmp_path / "b.csv"}',
+            '--bootstrap=30', f'--out={tmp_path / "out"}']
+    refused = subprocess.run(args + ['--metric=loss'], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and not (tmp_path / 'out').exists()
+    assert refused.stderr.strip() == ("error: --metric=loss: the tables' tokenizers differ (A: bytes; B: "
+                                      'hf:bpe-4096:4096), so a loss per token does not compare; use --metric=bits_per_byte')
+    done = subprocess.run(args + ['--metric=bits_per_byte'], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / 'out' / 'compare.json').read_text())
+    assert [round(lv['multiplier'], 2) for lv in report['levels']] == [2.0, 2.0, 2.0]
+    assert "B's compute multiplier 2" in done.stdout
+    assert (tmp_path / 'out' / 'compare.png').stat().st_size > 10_000
+
+
+def test_tokenizer_mismatch_is_named_and_disjoint_losses_refused():
+    bytes_rows = [{'tokenizer': 'bytes'}]
+    bpe_rows = [{'tokenizer': 'hf:bpe-4096:4096'}]
+    problem = compare.metric_problem(bytes_rows, bpe_rows, 'loss')
+    assert problem.startswith("--metric=loss: the tables' tokenizers differ (A: bytes; B: hf:bpe-4096:4096)")
+    assert compare.metric_problem(bytes_rows, bpe_rows, 'bits_per_byte') is None
+    assert compare.metric_problem(bytes_rows, bytes_rows, 'loss') is None
+    C = np.geomspace(1e12, 1e15, 6)
+    with pytest.raises(ValueError, match='reach no common loss'):
+        compare.compare({'C': C, 'loss': law(C)}, {'C': C, 'loss': law(C) - 1.0}, bootstrap=0)

@@ -1,0 +1,106 @@
+"""Chinchilla's three approaches on one sweep's runs, and the study that checks its prediction."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from scalelab import files, scaling
+from scalelab.sweep import compute_optimal, results
+from scalelab.sweep import points as points_lib
+from tests.helpers import REPO
+
+TRUTH = scaling.Chinchilla(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.28)
+
+
+def fake_sweep(root, truth, budgets, sizes=7, noise=0.0, seed=0, evals=8):
+    """A sweep directory as a real one leaves it: points/<name>/metrics.jsonl (training lines
+    every step-tenth and `evals` evaluations) and results rows, the losses those of `truth`
+    at (N, D seen so far), times exp(noise)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for b, C in enumerate(budgets):
+        n_opt, _ = truth.optimal_allocation(C)
+        for k, N in enumerate(n_opt * np.geomspace(0.3, 3.3, sizes)):
+            name = f'b{b}-n{k}'
+            D = C / (6 * N)
+            steps = 100
+            tokens = D * np.arange(1, steps + 1) / steps
+            loss = truth.predict(N, tokens) * np.exp(rng.normal(0, noise, steps))
+            lines = [{'step': s + 1, 'loss': float(loss[s]), 'tokens': float(tokens[s])} for s in range(9, steps, 10)]
+            lines += [{'step': s, 'eval_loss': float(loss[s - 1])} for s in range(steps // evals, steps + 1, steps // evals)]
+            lines.sort(key=lambda r: (r['step'], 'eval_loss' in r))
+            (root / 'points' / name).mkdir(parents=True)
+            (root / 'points' / name / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in lines))
+            rows.append({'name': name, 'status': 'completed', 'N': N, 'D': D, 'C': 6 * N * D, 'loss': float(loss[-1])})
+    return rows
+
+
+def test_the_three_approaches_recover_a_known_allocation_and_predict_the_next_budget(tmp_path):
+    budgets = np.geomspace(1e18, 1e20, 4)
+    rows = fake_sweep(tmp_path, TRUTH, budgets, noise=0.002)
+    dropped = []
+    data = results.table(rows, dropped=dropped)
+    fit = compute_optimal.fit(rows, data, tmp_path / 'points', bootstrap=40)
+    a_true = TRUTH.beta / (TRUTH.alpha + TRUTH.beta)
+    by_approach = {row['approach']: row for row in fit.report['comparison'] if row['C'] == pytest.approx(budgets[-1])}
+    assert by_approach['approach2']['a'] == pytest.approx(a_true, abs=0.03)
+    assert by_approach['approach3']['a'] == pytest.approx(a_true, abs=0.03)
+    assert by_approach['approach1']['a'] == pytest.approx(a_true, abs=0.08)  # sizes 0.17 decades apart: a staircase
+    for row in by_approach.values():
+        assert row['a_lo'] <= row['a'] <= row['a_hi']
+        assert row['tokens_per_param'] == pytest.approx(row['D_opt'] / row['N_opt'])
+    prediction = fit.report['prediction']
+    assert prediction['C'] == pytest.approx(10 * budgets[-1], rel=1e-9)
+    n_true, d_true = TRUTH.optimal_allocation(prediction['C'])
+    assert prediction['N_opt'] == pytest.approx(n_true, rel=0.3)
+    assert 6 * prediction['N_opt'] * prediction['D_opt'] == pytest.approx(prediction['C'])
+    true_loss = TRUTH.predict(prediction['N_opt'], prediction['D_opt'])
+    assert prediction['loss_lo'] < true_loss < prediction['loss_hi']
+    assert prediction['loss_hi'] - prediction['loss_lo'] < 0.05
+
+
+def test_the_sweep_cli_writes_the_comparison_and_a_figure_per_approach(tmp_path):
+    import subprocess
+    import sys
+    rows = fake_sweep(tmp_path, TRUTH, np.geomspace(1e18, 1e20, 4), noise=0.002)
+    files.write_csv(tmp_path / 'results.csv', rows, ['name', 'status', 'N', 'D', 'C', 'loss'])
+    done = subprocess.run([sys.executable, '-m', 'scalelab.sweep', 'fit', f'--results={tmp_path / "results.csv"}',
+                           '--law=compute_optimal', '--bootstrap=20'], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    for name in ('fit.json', 'scaling.png', 'approach1.png', 'approach2.png', 'approach3.png'):
+        assert (tmp_path / name).stat().st_size > 5_000, name
+    report = json.loads((tmp_path / 'fit.json').read_text())
+    printed = [line.split() for line in done.stdout.splitlines() if line.strip().startswith('approach') and line.split()[1] != 'C']
+    assert [p[0] for p in printed] == ['approach1'] * 2 + ['approach2'] * 2 + ['approach3'] * 2
+    assert float(printed[2][2]) == pytest.approx(report['comparison'][2]['a'], abs=5e-4)
+    assert 'prediction at C=1e+21' in done.stdout
+
+
+def test_the_isoflop_study_meets_its_bar():
+    """The shipped study, read from the run configs its points resolve to: >= 4 budgets over
+    >= 1.5 decades, >= 6 sizes at each, no run past 4 epochs of the stdlib's training bytes,
+    each cosine schedule ending at its own last step, warmup and learning rate by one rule."""
+    import os
+    from scalelab.data import text
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        sweep = points_lib.load_experiment('experiments/isoflop_stdlib.py')
+        points = points_lib.expand(sweep, 1)
+    finally:
+        os.chdir(cwd)
+    budgets = sorted({p.axes['train.flops'] for p in points})
+    assert len(budgets) >= 4 and math.log10(budgets[-1] / budgets[0]) >= 1.5 - 1e-9
+    train_bytes = sum(p.stat().st_size for p in text.split_files(text.list_files('', '*.py'), 0.05)[0])
+    for budget in budgets:
+        at = [p for p in points if p.axes['train.flops'] == budget]
+        assert len({p.config.model.d_model * 100 + p.config.model.n_layers for p in at}) >= 6, budget
+        for p in at:
+            c = p.config
+            tokens = c.train.steps * c.train.global_batch * c.data.seq_len
+            assert tokens / train_bytes <= 4.0
+            assert c.optim.schedule == 'cosine' and c.optim.warmup_steps == round(0.05 * c.train.steps)
+            assert c.optim.learning_rate == sweep.overrides['optim.learning_rate']
+            assert 6 * points_lib.count(c, 'with_head') * tokens == pytest.approx(budget, rel=0.01)

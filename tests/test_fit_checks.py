@@ -1,0 +1,145 @@
+"""Fits that say when they cannot be trusted: fit.json's warnings, on tables built from known laws.
+
+Each ill-posed table below is one a new user tried; each must produce its warning,
+and a well-posed noisy table none at all."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scalelab import files, scaling
+from scalelab.sweep import checks, results
+from tests.helpers import REPO
+
+N_GRID = np.geomspace(1e4, 1e7, 10)
+
+
+def noisy(loss, rel, seed):
+    return loss * np.exp(np.random.default_rng(seed).normal(0, rel, size=np.shape(loss)))
+
+
+def power_table(N, loss):
+    return {'N': np.asarray(N, float), 'loss': np.asarray(loss, float)}
+
+
+def test_a_well_posed_noisy_power_law_gives_no_warnings_and_real_intervals():
+    loss = noisy(1.6 + 40.0 * N_GRID ** -0.3, 0.003, seed=0)
+    fit = results.fit_table(power_table(N_GRID, loss), 'power', bootstrap=100)
+    assert fit.report['warnings'] == []
+    boot = fit.report['bootstrap']
+    assert boot['alpha']['lo'] < 0.3 < boot['alpha']['hi'] and boot['alpha']['se'] > 1e-3
+    assert fit.report['prediction']['lo'] < fit.report['prediction']['loss'] < fit.report['prediction']['hi']
+
+
+def test_a_well_posed_chinchilla_table_gives_no_warnings():
+    truth = scaling.Chinchilla(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.28)
+    N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1e6, 1e9, 6), np.geomspace(1e8, 1e11, 6)))
+    data = {'N': N, 'D': D, 'loss': noisy(truth.predict(N, D), 0.003, seed=1)}
+    fit = results.fit_table(data, 'chinchilla', bootstrap=20)
+    assert fit.report['warnings'] == []
+    assert all('loss_lo' in row for row in fit.report['compute_optimal'])
+
+
+def test_as_many_points_as_parameters_warns_and_reports_no_interval():
+    """3 points under 3 parameters interpolate exactly: the bootstrap used to report SE 1e-13."""
+    N = N_GRID[[0, 4, 9]]
+    fit = results.fit_table(power_table(N, 1.6 + 40.0 * N ** -0.3), 'power', bootstrap=50)
+    assert any('3 points for the 3 free parameters' in w for w in fit.report['warnings'])
+    assert 'bootstrap' not in fit.report and 'holdout_largest' not in fit.report
+    assert set(fit.report['prediction']) == {'N', 'loss'}  # a value, no zero-width interval
+
+
+def test_five_points_under_chinchilla_warn_and_print_no_allocation():
+    N = np.array([1e6, 3e6, 1e7, 3e7, 1e8])
+    D = np.array([1e9, 3e8, 1e10, 3e9, 1e9])
+    truth = scaling.Chinchilla(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.28)
+    fit = results.fit_table({'N': N, 'D': D, 'loss': truth.predict(N, D)}, 'chinchilla', bootstrap=20)
+    assert any('5 points for the 5 free parameters' in w for w in fit.report['warnings'])
+    assert 'compute_optimal' not in fit.report and 'bootstrap' not in fit.report
+
+
+def test_flat_data_is_called_flat_quickly_without_absurd_parameters():
+    loss = noisy(np.full(len(N_GRID), 2.0), 0.01, seed=2)
+    law, _ = scaling.fit_power_law(N_GRID, loss)
+    # The search box keeps A and E inside exp(14) of the losses (the unbounded fit went to A = 1e-75).
+    assert law.A > math.exp(math.log(loss.min()) - 14.5) and law.E > loss.min() * 1e-6
+    fit = results.fit_table(power_table(N_GRID, loss), 'power', bootstrap=50)
+    assert any('no trend the law resolves' in w for w in fit.report['warnings'])
+
+
+def test_pure_power_law_data_put_E_on_its_bound_and_say_so():
+    loss = 30.0 * N_GRID ** -0.3  # no irreducible term: E = 0
+    fit = results.fit_table(power_table(N_GRID, loss), 'power', bootstrap=0)
+    assert fit.law.at_bounds == ('E lower',)
+    assert any(w.startswith('E = ') and 'lower bound' in w and 'E -> 0' in w for w in fit.report['warnings'])
+
+
+def test_loss_rising_with_size_is_no_law_and_says_so():
+    loss = noisy(2.0 + 0.05 * np.log10(N_GRID), 0.002, seed=3)
+    fit = results.fit_table(power_table(N_GRID, loss), 'power', bootstrap=0)
+    assert any('no trend the law resolves' in w for w in fit.report['warnings'])
+
+
+def test_an_optimum_that_shrinks_with_compute_is_a_negative_exponent_and_a_warning():
+    """IsoFLOP budgets whose vertices move to smaller N as C grows: a < 0."""
+    rows = []
+    for C, n_opt in ((1e15, 1e6), (1e16, 5e5), (1e17, 2.5e5)):
+        for N in n_opt * np.geomspace(0.25, 4, 7):
+            rows.append((N, C, 2.0 + 0.1 * np.log(N / n_opt) ** 2))
+    N, C, loss = map(np.array, zip(*rows))
+    fit = results.fit_table({'N': N, 'C': C, 'loss': loss}, 'isoflop', bootstrap=0)
+    assert fit.law.a == pytest.approx(-math.log10(2), abs=1e-6)
+    assert any(w.startswith('a = -0.301') and 'zero or below' in w for w in fit.report['warnings'])
+
+
+def test_dropped_rows_are_each_named_with_the_reason():
+    rows = [{'name': f'p{i}', 'status': 'completed', 'N': str(n), 'loss': str(1.6 + 40 * n ** -0.3)}
+            for i, n in enumerate(N_GRID)]
+    rows[2]['loss'] = 'nan'
+    rows[5]['N'] = '-3'
+    rows[7]['status'] = 'diverged'
+    del rows[8]['name']
+    rows[8]['loss'] = ''
+    dropped = []
+    data = results.table(rows, dropped=dropped)
+    assert len(data['N']) == 6
+    fit = results.fit_table(data, 'power', bootstrap=0, dropped=dropped)
+    assert fit.report['warnings'][:4] == [
+        "row 'p2' left out: loss='nan' is not a finite positive number",
+        "row 'p5' left out: N='-3' is not a finite positive number",
+        "row 'p7' left out: status 'diverged'",
+        "row on line 10 left out: loss='' is not a finite positive number"]
+
+
+def test_bootstrap_checks_name_failures_and_frozen_parameters():
+    params = {'E': 1.5, 'A': 40.0, 'alpha': 0.3}
+    moving = {name: {'se': 0.01, 'lo': v - 0.02, 'hi': v + 0.02} for name, v in params.items()}
+    assert checks.bootstrap(params, moving, 200, 0) == []
+    assert checks.usable_bootstrap(200, 0, moving, params)
+    assert checks.bootstrap(params, moving, 200, 20) == [
+        '20 of 200 bootstrap refits failed and are left out of the intervals']
+    failed = checks.bootstrap(params, moving, 200, 150)
+    assert failed == ['150 of 200 bootstrap refits failed: the bootstrap failed, no intervals are reported']
+    assert not checks.usable_bootstrap(200, 150, moving, params)
+    frozen = {**moving, 'alpha': {'se': 1e-13, 'lo': 0.3, 'hi': 0.3}}
+    assert checks.bootstrap(params, frozen, 200, 0) == [
+        'the bootstrap cannot vary alpha (standard error 0): its intervals mean nothing and are not reported']
+    assert not checks.usable_bootstrap(200, 0, frozen, params)
+
+
+def test_the_cli_prints_each_warning_and_writes_them_to_fit_json(tmp_path):
+    rows = [{'name': f'p{i}', 'N': n, 'loss': 30.0 * n ** -0.3} for i, n in enumerate(N_GRID)]
+    rows[3]['loss'] = float('nan')
+    files.write_csv(tmp_path / 'table.csv', rows, ['name', 'N', 'loss'])
+    done = subprocess.run([sys.executable, '-m', 'scalelab.sweep', 'fit', f'--results={tmp_path / "table.csv"}',
+                           '--law=power', '--bootstrap=20', f'--out={tmp_path / "fit"}'],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / 'fit' / 'fit.json').read_text())
+    printed = [line.removeprefix('warning: ') for line in done.stderr.splitlines() if line.startswith('warning: ')]
+    assert printed == report['warnings'] and len(printed) == 2
+    assert printed[0] == "row 'p3' left out: loss='nan' is not a finite positive number"
+    assert 'E = ' in printed[1] and 'lower bound' in printed[1]
