@@ -87,5 +87,5 @@ def get_config(arg: str = 'default'):
     cfg.overrides = ConfigDict(overrides, allow_dotted_keys=True)
     cfg.axes = ConfigDict({'train.flops': budgets, 'target_params': ladder_counts(arg)}, allow_dotted_keys=True)
     shape_rule(cfg.shape)
-    cfg.fit.update(law='isoflop', metric='eval_loss', bootstrap=200)
+    cfg.fit.update(law='compute_optimal', metric='eval_loss', bootstrap=200)
     return cfg

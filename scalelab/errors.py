@@ -10,3 +10,7 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         super().__init__('invalid config:\n  ' + '\n  '.join(self.problems))
+
+
+class UsageError(ValueError):
+    """A command-line argument a command refuses (an output path that would lose data, say): one line."""

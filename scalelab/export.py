@@ -69,13 +69,19 @@ def arrange(flat: dict[str, np.ndarray], target) -> object:
 
 
 def write_safetensors(arrays: dict[str, np.ndarray], path: str | Path, metadata: dict | None) -> None:
-    """safetensors' save_file, leaving the file readable as any other the user writes
-    (save_file creates it 0600)."""
+    """safetensors' save_file, whole or not at all (written beside `path`, then renamed over
+    it), leaving the file readable as any other the user writes (save_file creates it 0600)."""
     from safetensors.numpy import save_file
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path), metadata=metadata)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save(path: str | Path, params, model_cfg: dict | None = None) -> None:
@@ -126,10 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     p = cli.ArgumentParser(prog='python -m scalelab.export', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--workdir', required=True, help='a run directory (its latest checkpoint is exported)')
-    p.add_argument('--out', required=True, help='the .safetensors file to write')
+    p.add_argument('--out', required=True, help='the .safetensors file to write (a new file)')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing --out, once the export is complete')
     args = p.parse_args(argv)
-    flat = load_params_flat(args.workdir)
-    model_cfg = json.loads((Path(args.workdir) / 'config.json').read_text())['model']
+    from scalelab import inference
+    from scalelab import workdir as workdir_lib
+    from scalelab.errors import ConfigError, UsageError
+    try:
+        workdir_lib.check_output(Path(args.out), '--out', args.overwrite, directory=False)
+        model_cfg = inference.read_config(Path(args.workdir))['model']
+        flat = load_params_flat(args.workdir)
+    except (ConfigError, UsageError, inference.WorkdirError, FileNotFoundError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     write_safetensors(flat, args.out, {METADATA_KEY: json.dumps(model_cfg)})
     print(f'wrote {len(flat)} arrays ({sum(v.size for v in flat.values()):,} parameters) to {args.out}')
     return 0

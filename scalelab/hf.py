@@ -158,7 +158,12 @@ def read_weights(directory: Path) -> dict[str, np.ndarray]:
         raise HFError(f'{directory}: no model.safetensors')
     tensors = {}
     for f in files:
-        tensors.update(load_file(str(f)))
+        try:
+            tensors.update(load_file(str(f)))
+        except FileNotFoundError:
+            raise HFError(f'{f}: missing (named by model.safetensors.index.json)') from None
+        except Exception as e:  # safetensors raises its own SafetensorError for a truncated or corrupt file
+            raise HFError(f'{f}: not a readable safetensors file ({e}); copy it again from its source') from None
     return tensors
 
 
@@ -179,9 +184,11 @@ def read_tokenizer(directory: Path) -> tokenizer_lib.Tokenizer:
 def import_dir(source: str | Path, workdir: str | Path) -> dict:
     """Write a scalelab workdir holding the GPT-2 in `source`; returns its model section."""
     from scalelab import checkpoint, files, inference
+    from scalelab import workdir as workdir_lib
     source, workdir = Path(source), Path(workdir)
     if (workdir / 'config.json').exists() or (workdir / 'checkpoints').exists():
         raise HFError(f'--workdir {workdir}: already holds a run or an import; choose a new directory')
+    workdir_lib.check_output(workdir, '--workdir', False, directory=True)
     model = model_config(read_hf_config(source), str(source / 'config.json'))
     tok = read_tokenizer(source)
     if tok.vocab_size > model['vocab_size']:
@@ -195,32 +202,36 @@ def import_dir(source: str | Path, workdir: str | Path) -> dict:
             from None
     except ValueError as e:
         raise HFError(f'{source}: {e}') from None
-    workdir.mkdir(parents=True, exist_ok=True)
-    ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', every_steps=1, keep=1, async_save=False)
-    ckpt.save(0, {'params': params}, {'step': 0, 'imported_from': str(source.absolute())}, force=True)
-    ckpt.close()
-    tok.save(workdir / 'tokenizer')
-    files.write_json(workdir / 'config.json', {'model': model, 'imported_from': str(source.absolute())})
+    with files.staged_dir(workdir) as staged:  # a killed import leaves no half workdir
+        ckpt = checkpoint.Checkpointer(staged / 'checkpoints', every_steps=1, keep=1, async_save=False)
+        ckpt.save(0, {'params': params}, {'step': 0, 'imported_from': str(source.absolute())}, force=True)
+        ckpt.close()
+        tok.save(staged / 'tokenizer')
+        files.write_json(staged / 'config.json', {'model': model, 'imported_from': str(source.absolute())})
     return model
 
 
-def export_dir(workdir: str | Path, out: str | Path) -> dict:
-    """Write `out` for GPT2LMHeadModel.from_pretrained; returns the HF config written."""
+def export_dir(workdir: str | Path, out: str | Path, overwrite: bool = False) -> dict:
+    """Write `out` for GPT2LMHeadModel.from_pretrained; returns the HF config written.
+    `out` is refused if it is a workdir, a file, or non-empty without `overwrite`, and is
+    written whole or not at all (files.staged_dir)."""
     from scalelab import files, inference
+    from scalelab import workdir as workdir_lib
     workdir, out = Path(workdir), Path(out)
+    workdir_lib.check_output(out, '--out', overwrite, directory=True)
     saved = inference.read_config(workdir)
     model = dict(inference.model_config(saved))
     tok = inference.workdir_tokenizer(workdir, saved)
     config = hf_config(model, tok)
     flat = to_hf(export.load_params_flat(workdir), model)
-    out.mkdir(parents=True, exist_ok=True)
-    export.write_safetensors(flat, out / 'model.safetensors', {'format': 'pt'})
-    files.write_json(out / 'config.json', config)
-    tok.to_hf().save(str(out / 'tokenizer.json'))
-    special = ({} if tok.eos_id is None else
-               {k: tokenizer_lib.BPE_SPECIAL for k in ('bos_token', 'eos_token', 'unk_token')})
-    files.write_json(out / 'tokenizer_config.json', dict(
-        tokenizer_class='GPT2Tokenizer', model_max_length=model['max_len'], add_prefix_space=False, **special))
+    with files.staged_dir(out) as staged:
+        export.write_safetensors(flat, staged / 'model.safetensors', {'format': 'pt'})
+        files.write_json(staged / 'config.json', config)
+        tok.to_hf().save(str(staged / 'tokenizer.json'))
+        special = ({} if tok.eos_id is None else
+                   {k: tokenizer_lib.BPE_SPECIAL for k in ('bos_token', 'eos_token', 'unk_token')})
+        files.write_json(staged / 'tokenizer_config.json', dict(
+            tokenizer_class='GPT2Tokenizer', model_max_length=model['max_len'], add_prefix_space=False, **special))
     return config
 
 
@@ -233,10 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument('--workdir', required=True, help='the workdir to create')
     exp = sub.add_parser('export', help='a scalelab workdir -> a transformers GPT-2 directory')
     exp.add_argument('--workdir', required=True)
-    exp.add_argument('--out', required=True)
+    exp.add_argument('--out', required=True, help='a new or empty directory (never a run\'s workdir)')
+    exp.add_argument('--overwrite', action='store_true', help='replace a non-empty --out, once the export is complete')
     args = p.parse_args(argv)
     from scalelab import inference, runtime
-    from scalelab.errors import ConfigError
+    from scalelab.errors import ConfigError, UsageError
     runtime.configure()
     try:
         if args.command == 'import':
@@ -244,10 +256,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f'imported a GPT-2 of {model["n_layers"]} layers, d_model {model["d_model"]}, '
                   f'{model["vocab_size"]} ids from {args.source} into {args.workdir}')
         else:
-            config = export_dir(args.workdir, args.out)
+            config = export_dir(args.workdir, args.out, args.overwrite)
             print(f'wrote a GPT-2 of {config["n_layer"]} layers, n_embd {config["n_embd"]} to {args.out}; '
                   f'load it with transformers.GPT2LMHeadModel.from_pretrained({str(args.out)!r})')
-    except (HFError, inference.WorkdirError, tokenizer_lib.TokenizerError, ConfigError, FileNotFoundError) as e:
+    except (HFError, inference.WorkdirError, tokenizer_lib.TokenizerError, ConfigError, UsageError,
+            FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     return 0

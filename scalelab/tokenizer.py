@@ -254,4 +254,4 @@ def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: tuple[str, 
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer=trainer)
-    return from_hf(tok, f'bpe-{vocab_size}')
+    return from_hf(tok, f'bpe-{tok.get_vocab_size()}')  # named by the ids it has: a small text yields fewer

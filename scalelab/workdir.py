@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from scalelab.errors import ConfigError
+from scalelab.errors import ConfigError, UsageError
 
 LOCK = '.lock'
 
@@ -26,6 +26,31 @@ def check_path(workdir: Path) -> None:
         if path.exists() and not path.is_dir():
             what = 'is' if path == workdir else f'is under {path}, which is'
             raise ConfigError([f'--workdir {workdir}: {what} a file, not a directory; choose another --workdir'])
+
+
+def is_workdir(path: Path) -> bool:
+    """A run's (or an import's) workdir: what scalelab.run, generate and evaluate read."""
+    return any((Path(path) / name).exists() for name in ('checkpoints', 'metrics.jsonl', 'summary.json', LOCK))
+
+
+def check_output(out: Path, flag: str, overwrite: bool, *, directory: bool) -> None:
+    """Refuse an output path a command would lose data by writing: a run's workdir (never
+    written into), a file where a directory goes (or a path under a file), or anything that
+    exists unless `overwrite` (a non-empty directory, an existing file)."""
+    out = Path(out)
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f'{flag} {out}: is under {parent}, which is a file; choose another {flag}')
+    if out.exists() and out.is_dir() and is_workdir(out):
+        raise UsageError(f'{flag} {out}: is a run\'s workdir; writing there would replace its files '
+                           f'(config.json, ...); choose another {flag}')
+    if directory and out.exists() and not out.is_dir():
+        raise UsageError(f'{flag} {out}: is a file, not a directory; choose another {flag}')
+    if not directory and out.is_dir():
+        raise UsageError(f'{flag} {out}: is a directory; give a file path')
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        what = 'a non-empty directory' if out.is_dir() else 'an existing file'
+        raise UsageError(f'{flag} {out}: is {what}; pass --overwrite to replace it, or choose another {flag}')
 
 
 def read_json(path: Path, what_to_do: str) -> dict:

@@ -104,3 +104,38 @@ def test_the_isoflop_study_meets_its_bar():
             assert c.optim.schedule == 'cosine' and c.optim.warmup_steps == round(0.05 * c.train.steps)
             assert c.optim.learning_rate == sweep.overrides['optim.learning_rate']
             assert 6 * points_lib.count(c, 'with_head') * tokens == pytest.approx(budget, rel=0.01)
+
+
+def test_predict_writes_the_run_to_train_and_verify_sets_its_loss_against_the_interval(tmp_path, monkeypatch):
+    """predict: the prediction's keys, the shape the sweep's rule solves for N_opt, and the
+    command that trains it; verify: the trained run's metric against the interval, refusing a
+    run that is not the predicted one."""
+    from scalelab.sweep import verify
+    monkeypatch.chdir(REPO)
+    sweep = points_lib.load_experiment('experiments/isoflop_stdlib.py:tiny')
+    files.write_json(tmp_path / 'sweep.json', sweep.to_dict())
+    files.write_json(tmp_path / 'fit.json', {'law': 'compute_optimal', 'prediction': {
+        'C': 6e10, 'N_opt': 2.0e4, 'D_opt': 6e10 / 1.2e5, 'loss': 2.1, 'loss_lo': 2.0, 'loss_hi': 2.2, 'level': 0.9,
+        'N_opt_by_approach': {'approach1': 2e4, 'approach2': 2e4, 'approach3': 2e4}, 'rule': 'geometric mean'}})
+    predicted = verify.prediction(tmp_path)
+    assert {'C', 'N_opt', 'D_opt', 'loss', 'loss_lo', 'loss_hi'} <= set(predicted)
+    shape = predicted['trained_shape']
+    assert abs(shape['N'] / 2.0e4 - 1) <= 0.05 and shape['D'] == pytest.approx(6e10 / (6 * shape['N']))
+    assert predicted['overrides']['train.flops'] == 6e10
+    assert f'--config.model.d_model={shape["d_model"]}' in predicted['command']
+    run = tmp_path / 'run'
+    run.mkdir()
+    saved = {'model': {'d_model': shape['d_model'], 'n_layers': shape['n_layers']}, 'train': {'flops': 6e10}}
+    for key, value in predicted['overrides'].items():  # the run as `command` resolves it
+        section, name = key.split('.')
+        saved.setdefault(section, {}).setdefault(name, value)
+    files.write_json(run / 'config.json', saved)
+    files.write_json(run / 'summary.json', {'status': 'completed', 'eval_loss': 2.25, 'tokens': shape['D'],
+                                            'params': {'with_head': shape['N']}})
+    measured = verify.verification(predicted, run)
+    assert measured['loss'] == 2.25 and measured['inside'] is False
+    assert measured['relative_error'] == pytest.approx(2.1 / 2.25 - 1)
+    saved['model']['d_model'] += 16
+    files.write_json(run / 'config.json', saved)
+    with pytest.raises(ValueError, match='not the predicted run: model.d_model='):
+        verify.verification(predicted, run)

@@ -99,7 +99,10 @@ def test_rerun_is_a_no_op_and_other_input_is_refused(tmp_path):
         prepare.prepare([STDLIB_JSON], 'bytes', tmp_path, pattern='*.py', eval_fraction=0.4, log=said.append)
 
 
-def test_a_killed_prepare_leaves_nothing_training_accepts(tmp_path, monkeypatch):
+def test_a_killed_or_failed_overwrite_leaves_the_old_corpus_whole(tmp_path, monkeypatch):
+    out = tmp_path / 'c'
+    prepare.prepare([STDLIB_JSON], 'bytes', out, pattern='*.py', log=lambda *_: None)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     finished = []
     original = prepare.ShardWriter._finish
 
@@ -111,13 +114,97 @@ def test_a_killed_prepare_leaves_nothing_training_accepts(tmp_path, monkeypatch)
 
     monkeypatch.setattr(prepare.ShardWriter, '_finish', die_after_two)
     with pytest.raises(KeyboardInterrupt):
-        prepare.prepare([STDLIB_JSON], 'bytes', tmp_path, pattern='*.py', shard_tokens=4000, log=lambda *_: None)
-    assert not (tmp_path / 'meta.json').exists() and list(tmp_path.glob('*.tmp'))
-    with pytest.raises(ConfigError, match=r"no meta.json, so not a finished corpus; prepare one with"):
-        config.resolve(corpus_cfg(tmp_path), 8)
+        prepare.prepare([STDLIB_JSON], 'bytes', out, pattern='*.py', shard_tokens=4000, overwrite=True,
+                        log=lambda *_: None)
     monkeypatch.setattr(prepare.ShardWriter, '_finish', original)
-    prepare.prepare([STDLIB_JSON], 'bytes', tmp_path, pattern='*.py', shard_tokens=4000, log=lambda *_: None)
-    assert not list(tmp_path.glob('*.tmp')) and not corpus.shard_problems(tmp_path, corpus.read_meta(tmp_path))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ['c']  # no staging directory left behind
+    config.resolve(corpus_cfg(out), 8)  # training still accepts the old corpus
+    # a new input that fails its checks (every file binary) leaves it too
+    (tmp_path / 'bin').mkdir()
+    for i in range(2):
+        (tmp_path / 'bin' / f'{i}.py').write_bytes(b'\x00\x01binary')
+    with pytest.raises(prepare.PrepareError, match='every file is binary'):
+        prepare.prepare([str(tmp_path / 'bin')], 'bytes', out, pattern='*.py', overwrite=True, log=lambda *_: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    prepare.prepare([STDLIB_JSON], 'bytes', out, pattern='*.py', shard_tokens=4000, overwrite=True,
+                    log=lambda *_: None)
+    assert corpus.read_meta(out)['splits']['train']['shards'][0]['tokens'] == 4000
+    assert not corpus.shard_problems(out, corpus.read_meta(out))
+
+
+def test_undecodable_and_binary_files_are_counted_named_and_bytes_kept_exactly(tmp_path):
+    src = tmp_path / 'src'
+    src.mkdir()
+    latin1 = 'café déjà vu\n'.encode('latin-1') * 40          # 3 undecodable bytes a line in UTF-8
+    (src / 'a.txt').write_bytes(latin1)
+    (src / 'b.txt').write_bytes(b'plain ascii text\n' * 40)
+    (src / 'c.txt').write_bytes(b'also fine \xef\xbf\xbd here\n' * 40)  # a real U+FFFD is not counted
+    (src / 'd.txt').write_bytes(b'ELF\x00\x00\x01 not text')
+    said = []
+    meta = prepare.prepare([str(src)], 'bytes', tmp_path / 'bytes', eval_fraction=0.34, log=said.append)
+    raw = b''.join((src / name).read_bytes() for name in ('a.txt', 'b.txt', 'c.txt'))
+    held = np.concatenate([shard_tokens(tmp_path / 'bytes', split) for split in ('train', 'validation')])
+    assert sorted(held.tolist()) == sorted(raw)  # every byte kept, none replaced (the split reorders files)
+    assert meta['input']['files'] == 3
+    assert any(line.startswith('warning: skipped 1 binary file (NUL bytes, not text): ') and line.endswith('d.txt')
+               for line in said)
+    said.clear()
+    meta = prepare.prepare([str(src)], 'bpe', tmp_path / 'bpe', vocab_size=300, eval_fraction=0.34, log=said.append)
+    replaced = {k: v for split in meta['splits'].values() for k, v in split['replaced_characters'].items()}
+    assert replaced == {str(src / 'a.txt'): 3 * 40}
+    warning = [line for line in said if 'could not be decoded as utf-8' in line]
+    assert warning == [f'warning: 120 characters in 1 file could not be decoded as utf-8 and became U+FFFD: '
+                       f'{src / "a.txt"} (120); --encoding names another']
+    said.clear()
+    meta = prepare.prepare([str(src)], 'bpe', tmp_path / 'latin', vocab_size=300, eval_fraction=0.34,
+                           encoding='latin-1', log=said.append)
+    assert not any(split['replaced_characters'] for split in meta['splits'].values())
+    assert meta['input']['encoding'] == 'latin-1'
+
+
+def test_skipped_directories_are_reported_and_can_be_kept(tmp_path):
+    src = tmp_path / 'src'
+    (src / 'site-packages' / 'pkg').mkdir(parents=True)
+    for i in range(3):
+        (src / 'site-packages' / 'pkg' / f'{i}.py').write_text(f'x = {i}\n' * 50)
+    done = subprocess.run([sys.executable, '-m', 'scalelab.data.prepare', '--input', str(src), '--pattern', '*.py',
+                           '--tokenizer', 'bytes', '--out', str(tmp_path / 'out')], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stdout.strip() == f'skipped 3 files under site-packages/ in {src} (--skip-dirs; --skip-dirs= keeps them)'
+    assert done.stderr.strip() == (f"error: --input {str(src)!r} (a directory searched for --pattern='*.py'): matches "
+                                   'no file; 3 matching files lie under site-packages, which --skip-dirs leaves out')
+    kept = prepare.prepare([str(src)], 'bytes', tmp_path / 'kept', pattern='*.py', skip_dirs=(), log=lambda *_: None)
+    assert kept['input']['files'] == 3
+
+
+@pytest.mark.parametrize('args, expected', [
+    (['--out', '{file}'], 'error: --out {file}: is a file, not a directory; choose another --out'),
+    (['--out', '{file}/sub'], 'error: --out {file}/sub: is under {file}, which is a file; choose another --out'),
+    (['--tokenizer', 'bpe', '--vocab-size', '-5'],
+     'error: --vocab-size=-5: a byte-level BPE needs at least 257 ids (256 bytes and <|endoftext|>)'),
+    (['--encoding', 'klingon'], "error: --encoding='klingon': not a codec Python knows (e.g. utf-8, latin-1, cp1252)"),
+])
+def test_bad_prepare_options_are_one_line_exit_2_and_write_nothing(tmp_path, args, expected):
+    (tmp_path / 'file').write_text('x')
+    values = {'file': str(tmp_path / 'file')}
+    argv = ['--input', STDLIB_JSON, '--pattern', '*.py', '--tokenizer', 'bytes', '--out', str(tmp_path / 'out')]
+    for i, arg in enumerate(args):
+        argv += [arg.format(**values)] if i % 2 else [arg]
+    done = subprocess.run([sys.executable, '-m', 'scalelab.data.prepare', *argv], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip() == expected.format(**values)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['file']
+
+
+def test_a_vocabulary_the_text_cannot_fill_is_named_by_what_it_is(tmp_path):
+    said = []
+    meta = prepare.prepare([STDLIB_JSON], 'bpe', tmp_path / 'c', pattern='*.py', vocab_size=70000, log=said.append)
+    got = meta['tokenizer']['vocab_size']
+    assert got < 70000 and meta['tokenizer']['name'] == f'bpe-{got}'
+    assert f"warning: --vocab-size=70000, but the training text supports only {got:,} ids; the tokenizer is named " \
+           f"'bpe-{got}'" in said
 
 
 @pytest.mark.parametrize('damage, expected', [

@@ -9,17 +9,26 @@ record, from --text-field), all loaded through HF `datasets` and tokenized with
 --num-proc processes. Tokenizer: `bytes`, `bpe` (a byte-level BPE trained here on
 the training split, --vocab-size ids) or any spec of scalelab.tokenizer.
 
+Nothing changes without a word: text files are decoded with --encoding (UTF-8), and
+bytes it cannot decode become U+FFFD, counted and reported per file; the `bytes`
+tokenizer takes each file's raw bytes exactly, undecoded. Files holding NUL bytes are
+not text: they are skipped, counted and named. Directories named in --skip-dirs
+(site-packages, dist-packages, __pycache__) are left out of a directory search, and
+what they held is reported.
+
 The split: text files are held out by file name exactly as data.name='text'
 splits them, so a BPE corpus and the byte-level run hold out the same text;
 records by the CRC32 of their text. Each document is followed by the
 tokenizer's separator (<|endoftext|>; none for bytes). The layout is in
 scalelab/data/corpus.py. Re-running on unchanged input with the same options
-does nothing; a killed run leaves only *.tmp files and no meta.json, which
-training refuses and the next run removes.
+does nothing. A new corpus is built in a temporary directory beside --out and takes
+its place only when complete, so a bad input or a kill leaves the old corpus (or
+nothing) as it was; --overwrite is needed to replace a corpus made from other input.
 """
 from __future__ import annotations
 
 import argparse
+import codecs
 import glob
 import hashlib
 import json
@@ -45,19 +54,52 @@ class PrepareError(ValueError):
     """Bad input to prepare: one line for the user."""
 
 
-def input_files(inputs: list[str], pattern: str) -> list[Path]:
+def input_files(inputs: list[str], pattern: str, skip_dirs=text.SKIP_DIRS, log=print) -> list[Path]:
     """Files named by each --input: a file, a directory (searched for --pattern,
-    recursively) or a glob pattern (`**` recurses)."""
+    recursively, leaving out `skip_dirs`, which is reported) or a glob pattern (`**` recurses)."""
     files: list[Path] = []
     for spec in inputs:
         path = Path(spec)
-        found = (text.list_files(spec, pattern) if path.is_dir() else [path] if path.is_file() else
-                 sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()))
+        skipped: dict[str, int] = {}
+        if path.is_dir():
+            found, skipped = text.search(path, pattern, tuple(skip_dirs))
+        else:
+            found = [path] if path.is_file() else sorted(Path(p) for p in glob.glob(spec, recursive=True)
+                                                          if Path(p).is_file())
+        for name, count in skipped.items():
+            log(f'skipped {count:,} file{"s" if count != 1 else ""} under {name}/ in {spec} (--skip-dirs; '
+                f'--skip-dirs= keeps them)')
         if not found:
             where = f'{spec!r} (a directory searched for --pattern={pattern!r})' if path.is_dir() else repr(spec)
-            raise PrepareError(f'--input {where}: matches no file')
+            held = (f'; {sum(skipped.values()):,} matching files lie under {", ".join(skipped)}, which --skip-dirs '
+                    'leaves out') if skipped else ''
+            raise PrepareError(f'--input {where}: matches no file{held}')
         files += found
     return files
+
+
+def text_files_only(files: list[Path], log=print) -> list[Path]:
+    """`files` without those holding a NUL byte (binary, not text), which are named."""
+    binary = {p for p in files if b'\0' in p.read_bytes()}
+    if binary:
+        names = sorted(str(p) for p in binary)
+        log(f'warning: skipped {len(binary)} binary file{"s" if len(binary) != 1 else ""} (NUL bytes, not text): '
+            + ', '.join(names[:5]) + (f' and {len(names) - 5} more' if len(names) > 5 else ''))
+    kept = [p for p in files if p not in binary]
+    if not kept:
+        raise PrepareError('--input: every file is binary (holds NUL bytes); prepare reads text')
+    return kept
+
+
+def read_document(path: str, encoding: str) -> tuple[str, int]:
+    """A text file's content, and how many characters became U+FFFD because `encoding`
+    could not decode their bytes (U+FFFD already in the file is not counted)."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode(encoding), 0
+    except UnicodeDecodeError:
+        decoded = raw.decode(encoding, errors='replace')
+        return decoded, decoded.count('\ufffd') - raw.decode(encoding, errors='ignore').count('\ufffd')
 
 
 def input_format(files: list[Path]) -> str:
@@ -99,24 +141,37 @@ def documents(files: list[Path], fmt: str, text_field: str, eval_fraction: float
             'validation': ds.filter(held, batched=True)}
 
 
-def batch_texts(batch: dict) -> list[str]:
-    """The documents of a batch of `documents()` rows (undecodable bytes become U+FFFD)."""
+def batch_texts(batch: dict, encoding: str = 'utf-8') -> list[str]:
+    """The documents of a batch of `documents()` rows, decoded (see read_document)."""
     if 'path' in batch:
-        return [Path(p).read_text(encoding='utf-8', errors='replace') for p in batch['path']]
+        return [read_document(p, encoding)[0] for p in batch['path']]
     return [t or '' for t in batch['text']]
 
 
-def all_texts(ds):
+def all_texts(ds, encoding: str = 'utf-8'):
     for batch in ds.iter(batch_size=64):
-        yield from batch_texts(batch)
+        yield from batch_texts(batch, encoding)
 
 
-def tokenize(ds, tok: tokenizer_lib.Tokenizer, num_proc: int, cache_file: Path, split: str, fingerprint: str):
-    """The non-empty documents as token ids and their UTF-8 byte counts. `fingerprint`
-    names the result for `datasets`, which would otherwise hash the tokenizer (seconds)."""
+def tokenize(ds, tok: tokenizer_lib.Tokenizer, num_proc: int, cache_file: Path, split: str, fingerprint: str,
+             encoding: str = 'utf-8'):
+    """The non-empty documents as token ids, their byte counts, the characters their decoding
+    replaced, and their file ('' for records). The `bytes` tokenizer reads a file's raw bytes,
+    undecoded. `fingerprint` names the result for `datasets`, which would otherwise hash the
+    tokenizer (seconds)."""
     def encode(batch):
-        texts = [t for t in batch_texts(batch) if t]
-        return {'ids': tok.encode_batch(texts), 'n_bytes': [len(t.encode('utf-8')) for t in texts]}
+        if 'path' in batch and tok.kind == 'bytes':
+            docs = [(Path(p).read_bytes(), 0, p) for p in batch['path']]
+        elif 'path' in batch:
+            docs = [(*read_document(p, encoding), p) for p in batch['path']]
+        else:
+            docs = [(t or '', 0, '') for t in batch['text']]
+        docs = [d for d in docs if d[0]]
+        contents = [d[0] for d in docs]
+        ids = ([list(c) for c in contents] if contents and isinstance(contents[0], bytes)
+               else tok.encode_batch(contents))
+        return {'ids': ids, 'n_bytes': [len(c) if isinstance(c, bytes) else len(c.encode('utf-8')) for c in contents],
+                'replaced': [d[1] for d in docs], 'source': [d[2] for d in docs]}
     return ds.map(encode, batched=True, batch_size=64, num_proc=min(num_proc, len(ds)) if num_proc > 1 else None,
                   remove_columns=ds.column_names, cache_file_name=str(cache_file), desc=f'tokenize {split}',
                   new_fingerprint=f'{fingerprint}-{split}')
@@ -159,6 +214,7 @@ class ShardWriter:
 
 def write_split(ds, writer: ShardWriter, separator: int | None) -> dict:
     n_docs = n_tokens = n_bytes = 0
+    replaced: dict[str, int] = {}
     bar = progress.bar(total=len(ds), desc=f'write {writer.split}', unit='doc')
     for batch in ds.iter(batch_size=1024):
         bar.update(len(batch['ids']))
@@ -168,28 +224,29 @@ def write_split(ds, writer: ShardWriter, separator: int | None) -> dict:
             n_tokens += doc.size + (separator is not None)
         n_docs += len(batch['ids'])
         n_bytes += int(sum(batch['n_bytes']))
+        replaced.update({source: n for source, n in zip(batch['source'], batch['replaced']) if n})
     bar.close()
     return {'documents': n_docs, 'tokens': n_tokens, 'bytes': n_bytes,
-            'bytes_per_token': n_bytes / n_tokens if n_tokens else None, 'shards': writer.close()}
+            'bytes_per_token': n_bytes / n_tokens if n_tokens else None, 'shards': writer.close(),
+            'replaced_characters': replaced}
 
 
 def prepare(inputs: list[str], tokenizer: str, out: str | Path, *, pattern: str = '*', vocab_size: int = 0,
             eval_fraction: float = 0.05, text_field: str = 'text', num_proc: int = 1,
-            shard_tokens: int = 2 ** 28, overwrite: bool = False, log=print) -> dict:
+            shard_tokens: int = 2 ** 28, overwrite: bool = False, encoding: str = 'utf-8',
+            skip_dirs=text.SKIP_DIRS, log=print) -> dict:
     """Prepare (or find already prepared) the corpus in `out`; returns its metadata."""
-    if not 0.0 < eval_fraction < 1.0:
-        raise PrepareError(f'--eval-fraction={eval_fraction}: must be in (0, 1)')
-    if num_proc < 1 or shard_tokens < 1:
-        raise PrepareError(f'--num-proc={num_proc}, --shard-tokens={shard_tokens}: must be positive')
-    if tokenizer == 'bpe' and not vocab_size:
-        raise PrepareError('--tokenizer bpe: give the vocabulary size with --vocab-size N')
-    files = input_files(inputs, pattern)
+    out = Path(out)
+    check_options(out, tokenizer, vocab_size, eval_fraction, num_proc, shard_tokens, encoding)
+    files = input_files(inputs, pattern, skip_dirs, log)
     fmt = input_format(files)
+    if fmt == 'text':
+        files = text_files_only(files, log)
     tok = None if tokenizer == 'bpe' else tokenizer_lib.load(tokenizer)
     options = dict(tokenizer=f'bpe-{vocab_size}' if tok is None else tok.sha256, eval_fraction=eval_fraction,
-                   text_field=text_field if fmt != 'text' else None, shard_tokens=shard_tokens)
+                   text_field=text_field if fmt != 'text' else None, shard_tokens=shard_tokens,
+                   encoding=encoding if fmt == 'text' else None)
     fp = fingerprint(files, options)
-    out = Path(out)
     if (out / corpus.META).exists():
         try:
             old = corpus.read_meta(out, key='--out')
@@ -201,47 +258,79 @@ def prepare(inputs: list[str], tokenizer: str, out: str | Path, *, pattern: str 
         if not overwrite:
             raise PrepareError(f'--out {str(out)!r}: holds a corpus prepared from other input or options '
                                '(or a damaged one); pass --overwrite to replace it, or choose another --out')
-        (out / corpus.META).unlink()  # first, so no half-replaced corpus is ever accepted
-        for split in old.get('splits', {}).values():
-            for shard in split['shards']:
-                (out / shard['file']).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob('*.tmp'):  # a killed run's unfinished shards
-        stale.unlink()
-    cache = out / '.cache'
-    shutil.rmtree(cache, ignore_errors=True)
+    elif out.is_dir() and any(out.iterdir()):
+        raise PrepareError(f'--out {str(out)!r}: a non-empty directory that holds no corpus; prepare writes a whole '
+                           'directory: choose a new or empty --out')
     start = time.perf_counter()
     import datasets  # its map shows tqdm bars: the same rule as ours (a terminal, not CI)
     datasets.enable_progress_bars() if progress.bars_enabled() else datasets.disable_progress_bars()
     if num_proc > 1:
         os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')  # the worker processes are the parallelism
-    try:
-        docs = documents(files, fmt, text_field, eval_fraction, cache)
-        if tok is None:
-            log(f'training a byte-level BPE of {vocab_size} ids on {len(docs["train"]):,} training documents')
-            tok = tokenizer_lib.train_bpe(all_texts(docs['train']), vocab_size)
-        dtype = corpus.token_dtype(tok.vocab_size)
-        splits = {}
-        for split in corpus.SPLITS:
-            ids = tokenize(docs[split], tok, num_proc, cache / f'{split}.arrow', split, fp[:16])
-            splits[split] = write_split(ids, ShardWriter(out, split, dtype, shard_tokens), tok.eos_id)
-            splits[split]['empty_documents_skipped'] = len(docs[split]) - splits[split]['documents']
-            if not splits[split]['tokens']:
-                raise PrepareError(f'--input: the {split} split is empty (no non-empty document)')
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
-    tok.save(out / 'tokenizer')
-    n_bytes = sum(s['bytes'] for s in splits.values())
-    meta = dict(format=corpus.FORMAT, fingerprint=fp, tokenizer=tok.identity(), dtype=dtype.name,
-                separator=tok.eos_id, input=dict(files=len(files), format=fmt, first=str(files[0]),
-                                                  pattern=pattern, text_field=options['text_field']),
-                eval_fraction=eval_fraction, splits=splits, seconds=time.perf_counter() - start)
-    files_lib.write_json(out / corpus.META, meta)  # last: the corpus exists from here on
+    with files_lib.staged_dir(out) as staged:  # the old corpus stays until the new one is whole
+        cache = staged / '.cache'
+        try:
+            docs = documents(files, fmt, text_field, eval_fraction, cache)
+            if tok is None:
+                log(f'training a byte-level BPE of {vocab_size} ids on {len(docs["train"]):,} training documents')
+                tok = tokenizer_lib.train_bpe(all_texts(docs['train'], encoding), vocab_size)
+                if tok.vocab_size < vocab_size:
+                    log(f'warning: --vocab-size={vocab_size}, but the training text supports only '
+                        f'{tok.vocab_size:,} ids; the tokenizer is named {tok.name!r}')
+            dtype = corpus.token_dtype(tok.vocab_size)
+            splits = {}
+            for split in corpus.SPLITS:
+                ids = tokenize(docs[split], tok, num_proc, cache / f'{split}.arrow', split, fp[:16], encoding)
+                splits[split] = write_split(ids, ShardWriter(staged, split, dtype, shard_tokens), tok.eos_id)
+                splits[split]['empty_documents_skipped'] = len(docs[split]) - splits[split]['documents']
+                if not splits[split]['tokens']:
+                    raise PrepareError(f'--input: the {split} split is empty (no non-empty document)')
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        replaced = {k: v for split in splits.values() for k, v in split['replaced_characters'].items()}
+        if replaced:
+            worst = sorted(replaced.items(), key=lambda kv: -kv[1])
+            log(f'warning: {sum(replaced.values()):,} characters in {len(replaced)} file'
+                f'{"s" if len(replaced) != 1 else ""} could not be decoded as {encoding} and became U+FFFD: '
+                + ', '.join(f'{path} ({n:,})' for path, n in worst[:5]) + (' ...' if len(worst) > 5 else '')
+                + '; --encoding names another')
+        tok.save(staged / 'tokenizer')
+        n_bytes = sum(s['bytes'] for s in splits.values())
+        meta = dict(format=corpus.FORMAT, fingerprint=fp, tokenizer=tok.identity(), dtype=dtype.name,
+                    separator=tok.eos_id, input=dict(files=len(files), format=fmt, first=str(files[0]),
+                                                      pattern=pattern, text_field=options['text_field'],
+                                                      encoding=options['encoding']),
+                    eval_fraction=eval_fraction, splits=splits, seconds=time.perf_counter() - start)
+        files_lib.write_json(staged / corpus.META, meta)
     log(f'{out}: {len(files)} files, {n_bytes / 1e6:.1f} MB -> ' + ', '.join(
         f'{k} {v["tokens"]:,} tokens ({v["documents"]:,} documents, {v["bytes_per_token"]:.2f} bytes/token)'
         for k, v in splits.items()) + f' with {tok.kind} {tok.name!r} ({tok.vocab_size} ids, {dtype.name}) in '
         f'{meta["seconds"]:.1f}s')
     return meta
+
+
+def check_options(out: Path, tokenizer: str, vocab_size: int, eval_fraction: float, num_proc: int,
+                  shard_tokens: int, encoding: str) -> None:
+    """Every option prepare can check before it reads or writes anything."""
+    from scalelab import workdir as workdir_lib
+    from scalelab.errors import UsageError
+    try:
+        workdir_lib.check_output(out, '--out', True, directory=True)
+    except UsageError as e:
+        raise PrepareError(str(e)) from None
+    if not 0.0 < eval_fraction < 1.0:
+        raise PrepareError(f'--eval-fraction={eval_fraction}: must be in (0, 1)')
+    if num_proc < 1 or shard_tokens < 1:
+        raise PrepareError(f'--num-proc={num_proc}, --shard-tokens={shard_tokens}: must be positive')
+    if tokenizer == 'bpe' and not vocab_size:
+        raise PrepareError('--tokenizer bpe: give the vocabulary size with --vocab-size N')
+    if tokenizer == 'bpe' and vocab_size < 257:
+        raise PrepareError(f'--vocab-size={vocab_size}: a byte-level BPE needs at least 257 ids '
+                           '(256 bytes and <|endoftext|>)')
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise PrepareError(f'--encoding={encoding!r}: not a codec Python knows (e.g. utf-8, latin-1, cp1252)') \
+            from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,12 +347,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--text-field', default='text', help='the field holding the text in JSON lines or Parquet')
     p.add_argument('--num-proc', type=int, default=1, help='tokenizing processes')
     p.add_argument('--shard-tokens', type=int, default=2 ** 28, help='tokens per shard file at most')
-    p.add_argument('--overwrite', action='store_true', help='replace a corpus prepared with other input')
+    p.add_argument('--overwrite', action='store_true', help='replace a corpus prepared with other input '
+                   '(only once the new one is complete)')
+    p.add_argument('--encoding', default='utf-8', help='how text files are decoded (default utf-8; bytes it cannot '
+                   'decode become U+FFFD and are reported); the bytes tokenizer reads raw bytes')
+    p.add_argument('--skip-dirs', default=','.join(text.SKIP_DIRS),
+                   help='directory names a directory search leaves out, comma-separated (default: '
+                        f'{",".join(text.SKIP_DIRS)}; empty keeps everything)')
     args = p.parse_args(argv)
     try:
         prepare(args.input, args.tokenizer, args.out, pattern=args.pattern, vocab_size=args.vocab_size,
                 eval_fraction=args.eval_fraction, text_field=args.text_field, num_proc=args.num_proc,
-                shard_tokens=args.shard_tokens, overwrite=args.overwrite)
+                shard_tokens=args.shard_tokens, overwrite=args.overwrite, encoding=args.encoding,
+                skip_dirs=tuple(d for d in args.skip_dirs.split(',') if d))
     except (PrepareError, tokenizer_lib.TokenizerError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

@@ -20,7 +20,8 @@ from scalelab.tasks import DataSpec
 from scalelab.tokenizer import byte_level
 
 VOCAB_SIZE = 256  # one token per byte
-_SKIP_DIRS = {'site-packages', 'dist-packages', '__pycache__'}
+# Directories a search for source files leaves out: installed third-party packages and bytecode caches.
+SKIP_DIRS = ('site-packages', 'dist-packages', '__pycache__')
 
 
 def default_config() -> ConfigDict:
@@ -45,14 +46,27 @@ def stdlib_dir() -> Path:
 
 def list_files(path: str, pattern: str) -> list[Path]:
     """Files named by `path`: '' (the stdlib source), a directory searched
-    recursively for `pattern`, one file, or several files joined by ','."""
+    recursively for `pattern` (leaving out SKIP_DIRS), one file, or several files joined by ','."""
     if ',' in path:
         return [Path(p.strip()) for p in path.split(',') if p.strip()]
     root = Path(path) if path else stdlib_dir()
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob(pattern)
-                  if p.is_file() and not _SKIP_DIRS.intersection(p.relative_to(root).parts))
+    return search(root, pattern, SKIP_DIRS)[0]
+
+
+def search(root: Path, pattern: str, skip_dirs=SKIP_DIRS) -> tuple[list[Path], dict[str, int]]:
+    """(files under `root` matching `pattern`, {skipped directory name: files left out under it})."""
+    found, skipped = [], {}
+    for p in sorted(root.rglob(pattern)):
+        if not p.is_file():
+            continue
+        hit = next((part for part in p.relative_to(root).parts if part in skip_dirs), None)
+        if hit is None:
+            found.append(p)
+        else:
+            skipped[hit] = skipped.get(hit, 0) + 1
+    return found, skipped
 
 
 def split_files(files: list[Path], eval_fraction: float) -> tuple[list[Path], list[Path]]:

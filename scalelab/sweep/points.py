@@ -52,6 +52,19 @@ def default_config() -> ConfigDict:
     return cfg
 
 
+def from_dict(saved: dict) -> ConfigDict:
+    """A sweep config from the sweep.json a sweep writes (dotted keys in overrides and axes)."""
+    cfg = default_config()
+    for key, value in saved.items():
+        if key in ('overrides', 'axes'):
+            cfg[key] = ConfigDict(value, allow_dotted_keys=True)
+        elif isinstance(value, dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    return cfg
+
+
 @dataclasses.dataclass(frozen=True)
 class Point:
     name: str

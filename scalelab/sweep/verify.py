@@ -29,8 +29,7 @@ def prediction(sweep_dir: Path) -> dict:
     fit = read_json(sweep_dir / 'fit.json', 'refit it with `python -m scalelab.sweep fit --law compute_optimal`')
     if fit.get('law') != 'compute_optimal':
         raise ValueError(f'{sweep_dir / "fit.json"}: law {fit.get("law")!r}; a prediction needs --law compute_optimal')
-    sweep = points_lib.default_config()
-    sweep.update(ConfigDict(read_json(sweep_dir / 'sweep.json', 'rerun the sweep command to write it')))
+    sweep = points_lib.from_dict(read_json(sweep_dir / 'sweep.json', 'rerun the sweep command to write it'))
     p = fit['prediction']
     base = points_lib.load_experiment(sweep.base)
     for key, value in sweep.overrides.items():
