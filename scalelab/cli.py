@@ -45,11 +45,16 @@ def underscore_aliases() -> None:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that takes --max_new_tokens for --max-new-tokens (the absl commands' old spelling)."""
+    """argparse that takes --max_new_tokens for --max-new-tokens (the absl commands' old spelling)
+    and reports a bad argument as one line, `error: ...`, exit 2 (argparse prints its usage too)."""
 
     def parse_known_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
         return super().parse_known_args([_dashed(arg) for arg in args], namespace)
+
+    def error(self, message: str):
+        print(f'error: {message} (--help for usage)', file=sys.stderr)
+        sys.exit(2)
 
 
 def _dashed(arg: str) -> str:

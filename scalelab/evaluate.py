@@ -85,6 +85,21 @@ def score_corpus(lm, directory: str, eval_tokens: int, batch: int) -> dict:
                 bytes=round(count * source.bytes_per_token), windows=source.eval_windows)
 
 
+def read_text(path: Path, encoding: str) -> str:
+    """The file's text, or one error naming the file and where decoding failed."""
+    raw = path.read_bytes()
+    nul = raw.find(b'\0')
+    if nul >= 0:
+        raise ValueError(f'--text {path}: a binary file (a NUL byte at byte {nul}), not text')
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise ValueError(f'--text {path}: not {encoding} text ({e.reason} at byte {e.start}); '
+                         'pass --encoding (e.g. latin-1) if it is text in another encoding') from None
+    except LookupError:
+        raise ValueError(f'--encoding={encoding!r}: not a codec Python knows (e.g. utf-8, latin-1)') from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = cli.ArgumentParser(prog='python -m scalelab.evaluate', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument('--data', help="a prepared corpus: its validation split's start is scored")
     p.add_argument('--eval-tokens', type=int, default=2 ** 62, help='with --data: tokens scored at most')
     p.add_argument('--batch', type=int, default=8, help='windows per forward pass')
+    p.add_argument('--encoding', default='utf-8', help='how --text is decoded (default utf-8)')
     args = p.parse_args(argv)
     if args.batch < 1 or args.eval_tokens < 1:
         p.error('--batch and --eval-tokens must be positive')
@@ -102,12 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     from scalelab.errors import ConfigError
     runtime.configure()
     try:
-        lm = inference.load(args.workdir)
-        if args.text is not None:
+        if args.text is not None:  # read before the model loads: a bad file fails at once
             path = Path(args.text)
             if not path.is_file():
                 raise ValueError(f'--text {args.text}: no such file')
-            result = score_text(lm, path.read_text(encoding='utf-8'), args.batch)
+            text = read_text(path, args.encoding)
+        lm = inference.load(args.workdir)
+        if args.text is not None:
+            result = score_text(lm, text, args.batch)
         else:
             result = score_corpus(lm, args.data, args.eval_tokens, args.batch)
     except (ValueError, ConfigError, tokenizer_lib.TokenizerError) as e:

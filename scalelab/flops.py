@@ -13,6 +13,8 @@ Two kinds of FLOPs, never mixed:
 """
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
 import math
 import os
@@ -300,29 +302,54 @@ PEAK_FLOPS = {
 _CACHE = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'scalelab'
 
 
+def device_kind(device: jax.Device) -> str | None:
+    """The PEAK_FLOPS entry of an accelerator chip (the longest name its kind contains), or None."""
+    return next((name for name in sorted(PEAK_FLOPS, key=len, reverse=True) if name in device.device_kind), None)
+
+
 def device_peak_flops(device: jax.Device, dtype: str) -> float | None:
     """Peak FLOP/s of one accelerator chip from the table, or None if unknown."""
-    for name in sorted(PEAK_FLOPS, key=len, reverse=True):  # longest match first
-        if name in device.device_kind:
-            return PEAK_FLOPS[name][dtype]
-    return None
+    kind = device_kind(device)
+    return None if kind is None else PEAK_FLOPS[kind][dtype]
 
 
-def cpu_peak_flops(dtype: str = 'float32') -> float:
-    """This host's float matmul FLOP/s, measured once and cached on disk.
+@dataclasses.dataclass(frozen=True)
+class Peak:
+    """The FLOP/s an MFU divides by, and where it came from (summary.json records both)."""
+    flops: float
+    source: str                   # 'vendor table: H100 bfloat16', 'measured matmul (...)', 'SCALELAB_PEAK_FLOPS'
+    measured_at: str | None = None  # when a measured peak was last measured (ISO 8601, UTC)
 
-    SCALELAB_PEAK_FLOPS overrides it (useful where measuring would be noisy).
-    """
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# A run whose own FLOP/s reaches this share of a measured peak re-measures it: the cached
+# measurement was likely taken under load (a newcomer's first run beside other work).
+REMEASURE_AT = 0.9
+
+
+def cpu_peak(dtype: str = 'float32', remeasure: bool = False) -> Peak:
+    """This host's float matmul FLOP/s: measured once and cached on disk as the highest
+    measurement seen, so a measurement taken under load is replaced by the next higher one;
+    `remeasure` measures again (and keeps the higher). SCALELAB_PEAK_FLOPS overrides it."""
     if 'SCALELAB_PEAK_FLOPS' in os.environ:
-        return float(os.environ['SCALELAB_PEAK_FLOPS'])
+        return Peak(float(os.environ['SCALELAB_PEAK_FLOPS']), 'SCALELAB_PEAK_FLOPS')
     key = f'{platform.node()}|{os.cpu_count()}|{jax.__version__}|{dtype}'
     path = _CACHE / 'cpu_peak.json'
     cached = json.loads(path.read_text()) if path.exists() else {}
-    if key not in cached:
-        cached[key] = measure_matmul_flops(jax.devices('cpu')[0], dtype)
+    entry = cached.get(key)
+    if isinstance(entry, (int, float)):  # the cache's first format: a bare number
+        entry = {'flops': float(entry), 'measured_at': None}
+    if entry is None or remeasure:
+        measured = measure_matmul_flops(jax.devices('cpu')[0], dtype)
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+        if entry is None or measured > entry['flops']:
+            entry = {'flops': measured, 'measured_at': now}
+        cached[key] = entry
         path.parent.mkdir(parents=True, exist_ok=True)
         files.write_json(path, cached)
-    return cached[key]
+    return Peak(entry['flops'], 'measured matmul (highest seen on this host)', entry['measured_at'])
 
 
 def measure_matmul_flops(device: jax.Device, dtype: str = 'float32', n: int = 2048, reps: int = 5) -> float:
@@ -338,9 +365,10 @@ def measure_matmul_flops(device: jax.Device, dtype: str = 'float32', n: int = 20
     return 2.0 * n ** 3 / best
 
 
-def total_peak_flops(devices: list[jax.Device], dtype: str) -> float | None:
+def total_peak(devices: list[jax.Device], dtype: str, remeasure: bool = False) -> Peak | None:
     """Peak FLOP/s of the whole run: chips summed; CPU devices of one process share its cores."""
     if devices[0].platform == 'cpu':
-        return cpu_peak_flops(dtype) * len({d.process_index for d in devices})
-    per_chip = device_peak_flops(devices[0], dtype)
-    return None if per_chip is None else per_chip * len(devices)
+        one = cpu_peak(dtype, remeasure)
+        return dataclasses.replace(one, flops=one.flops * len({d.process_index for d in devices}))
+    kind = device_kind(devices[0])
+    return None if kind is None else Peak(PEAK_FLOPS[kind][dtype] * len(devices), f'vendor table: {kind} {dtype}')

@@ -87,6 +87,21 @@ def generate_uncached(graphdef, params, tokens_BxP, key, *, max_new: int, temper
     return jnp.stack(out, axis=1)
 
 
+def cache_bytes_per_position(model_cfg, batch: int, dtype=jnp.float32) -> int:
+    """Bytes the KV cache holds per position: keys and values of every layer's key/value heads."""
+    head = model_cfg.d_model // model_cfg.n_heads
+    return 2 * model_cfg.n_layers * batch * model_cfg.n_kv_heads * head * jnp.dtype(dtype).itemsize
+
+
+def memory_bytes() -> int:
+    """What the first device can hold: its memory limit on an accelerator, the machine's RAM on CPU."""
+    import os
+    stats = jax.devices()[0].memory_stats() or {}
+    if stats.get('bytes_limit'):
+        return int(stats['bytes_limit'])
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     p = cli.ArgumentParser(prog='python -m scalelab.generate', description=__doc__,
@@ -116,9 +131,20 @@ def main(argv: list[str] | None = None) -> int:
         tokens, pad = pad_prompts(prompts)
     except ValueError as e:
         p.error(f'{e}: an empty --prompt')
-    if lm.model_cfg.position == 'learned' and tokens.shape[1] + args.max_new_tokens > lm.model_cfg.max_len:
+    total = tokens.shape[1] + args.max_new_tokens
+    if lm.model_cfg.position == 'learned' and total > lm.model_cfg.max_len:
         p.error(f'prompt ({tokens.shape[1]} tokens) + --max-new-tokens={args.max_new_tokens} exceed the '
                 f'model\'s {lm.model_cfg.max_len} learned positions')
+    per_position, budget = cache_bytes_per_position(lm.model_cfg, len(prompts)), memory_bytes() // 2
+    if not args.no_cache and total * per_position > budget:
+        fits = budget // per_position - tokens.shape[1]
+        p.error(f'--max-new-tokens={args.max_new_tokens}: the KV cache of {total:,} positions would need '
+                f'{total * per_position / 2 ** 30:,.1f} GiB, more than half of this device\'s '
+                f'{2 * budget / 2 ** 30:.1f} GiB; at most {max(fits, 0):,} new tokens fit')
+    if total > lm.context:
+        print(f'warning: prompt ({tokens.shape[1]} tokens) + {args.max_new_tokens} new tokens run past the '
+              f'{lm.context} tokens of context the model was trained on; text beyond them is out of its training',
+              file=sys.stderr)
     key = jax.random.key(args.seed)
     options = dict(max_new=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)
     start = time.perf_counter()

@@ -99,7 +99,7 @@ class Run:
     model_state_size: int
     flops_per_step: float
     tokens_per_step: int
-    peak: float | None
+    peak: flops.Peak | None
     topology: dict
 
 
@@ -139,7 +139,7 @@ def setup(cfg, workdir: Path, devices, is_main: bool) -> Run:
         model_state_size=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state['model_state'])),
         flops_per_step=flops.train_flops_per_step(cfg.model, spec, batch_size),
         tokens_per_step=batch_size * flops.tokens_per_example(spec),
-        peak=flops.total_peak_flops(devices, cfg.train.compute_dtype),
+        peak=flops.total_peak(devices, cfg.train.compute_dtype),
         topology=dict(mesh=dict(cfg.mesh), num_devices=len(devices), num_processes=jax.process_count(),
                       platform=devices[0].platform, device_kind=devices[0].device_kind))
 
@@ -187,7 +187,8 @@ def periodic_actions(run: Run, stop_check: actions.StopOnRequest, profile_steps:
     log = run.cfg.log
     return [
         *([actions.Profile(*profile_steps, run.workdir / 'profile')] if profile_steps else []),
-        actions.LogTrain(run.cfg.train.log_every, run.tokens_per_step, run.flops_per_step, run.peak,
+        actions.LogTrain(run.cfg.train.log_every, run.tokens_per_step, run.flops_per_step,
+                         run.peak.flops if run.peak else None,
                          diagnostics.LossSpikes(log.spike_window, log.spike_z)),
         actions.Evaluate(run.cfg.train.eval_every),
         actions.Checkpoint(run.ckpt),
@@ -255,6 +256,7 @@ def summarize(session: actions.Session, run: Run) -> dict:
     intervals = [r for r in records if 'interval_steps' in r]
     step_s = sum(r['interval_steps'] * run.tokens_per_step / r['throughput'] for r in intervals)
     run_steps = sum(r['interval_steps'] for r in intervals)
+    peak = checked_peak(run, run_steps * run.flops_per_step / step_s if step_s else None)
     summary = dict(
         status=session.status, step=step, total_steps=session.total_steps,
         train_loss=last_train.get('loss'), **session.last_eval,
@@ -262,7 +264,8 @@ def summarize(session: actions.Session, run: Run) -> dict:
         flops=final['flops'], tokens_per_step=run.tokens_per_step, tokens=final['tokens'],
         scaling_flops=6.0 * counts['with_head'] * final['tokens'], flop_convention=flops.FLOP_CONVENTION,
         tokens_per_s=run_steps * run.tokens_per_step / step_s if step_s else None,  # over every logged interval
-        mfu=run_steps * run.flops_per_step / step_s / run.peak if step_s and run.peak else None,
+        mfu=run_steps * run.flops_per_step / step_s / peak.flops if step_s and peak else None,
+        peak=peak.to_dict() if peak else None,
         loss_spikes=sum(r.get('loss_spikes', 0) for r in intervals),
         attn_logit_max=max((r['attn_logit_max'] for r in intervals if 'attn_logit_max' in r), default=None),
         logit_rms=last_train.get('logit_rms'),
@@ -284,6 +287,15 @@ def summarize(session: actions.Session, run: Run) -> dict:
     run.progress.note(f'{session.status} at step {step}: ' + (f'{figures}; ' if figures else '') +
                       f'summary in {run.workdir / "summary.json"}')
     return summary
+
+
+def checked_peak(run: Run, achieved: float | None) -> flops.Peak | None:
+    """The run's peak, measured again when the run itself came within flops.REMEASURE_AT of a
+    measured one (it was likely measured under load): MFU never reads high from a low peak."""
+    peak = run.peak
+    if peak and achieved and peak.source.startswith('measured') and achieved >= flops.REMEASURE_AT * peak.flops:
+        peak = flops.total_peak(list(run.mesh.devices.flat), run.cfg.train.compute_dtype, remeasure=True)
+    return peak
 
 
 @contextlib.contextmanager

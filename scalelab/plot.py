@@ -23,6 +23,25 @@ import numpy as np  # noqa: E402
 from scalelab import cli, metrics  # noqa: E402
 
 X_AXES = {'steps': 'step', 'tokens': 'tokens', 'flops': 'training FLOPs (counted)'}
+# Where a logarithmic loss axis is labelled within each decade: enough to read a value off
+# (1.6, 1.8 between 1 and 2), and never '3 x 10^0'.
+LOSS_TICKS = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
+
+
+def loss_axis(ax, losses) -> None:
+    """A loss y axis: logarithmic when the losses span more than a factor of two (labelled
+    at LOSS_TICKS), else linear; either way ticked densely enough to read a value."""
+    losses = np.asarray(losses, float)
+    losses = losses[np.isfinite(losses) & (losses > 0)]
+    if losses.size and losses.max() / losses.min() > 2:
+        ax.set_yscale('log')
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=LOSS_TICKS))
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter('%g'))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    else:
+        ax.yaxis.set_major_locator(ticker.MaxNLocator(8))
+
+
 def plot_runs(runs: dict[str, Path], x: str, path: Path, title: str = '',
               color_by: dict[str, float] | None = None, color_label: str = 'parameters') -> plt.Figure:
     """The figure (also saved to `path`): one colour per run, by name or by `color_by` (log scale)."""
@@ -51,11 +70,7 @@ def plot_runs(runs: dict[str, Path], x: str, path: Path, title: str = '',
             ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=''))  # 20k, 100k, 3G: short labels
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-        if losses.size and losses.max() / losses.min() > 2:
-            ax.set_yscale('log')
-            ax.yaxis.set_major_locator(ticker.LogLocator(subs=tuple(range(1, 10))))
-            ax.yaxis.set_major_formatter(ticker.FormatStrFormatter('%g'))  # 3, not 3 x 10^0
-            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        loss_axis(ax, losses)
     train_ax.set_ylabel('loss (nats per token)')
     if color_by:
         mappable = plt.cm.ScalarMappable(norm=norm, cmap='viridis')
@@ -78,14 +93,22 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     labels = [Path(w).name or str(w) for w in args.workdirs]
     runs = dict(zip(labels if len(set(labels)) == len(labels) else args.workdirs, map(Path, args.workdirs)))
+    out = png_path(Path(args.out))
     try:
-        fig = plot_runs(runs, args.x, Path(args.out), args.title)
+        fig = plot_runs(runs, args.x, out, args.title)
     except (FileNotFoundError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     plt.close(fig)
-    print(f'wrote {args.out} ({len(runs)} runs, loss against {args.x})')
+    print(f'wrote {out} ({len(runs)} run{"s" if len(runs) != 1 else ""}, loss against {args.x})')
     return 0
+
+
+def png_path(out: Path) -> Path:
+    """Where --out puts the figure: into a directory as runs.png; a name without a suffix gets .png."""
+    if out.is_dir():
+        return out / 'runs.png'
+    return out if out.suffix else out.with_name(out.name + '.png')
 
 
 if __name__ == '__main__':

@@ -19,7 +19,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (created; resumed if it holds a run).')
 _CPU_DEVICES = flags.DEFINE_integer('cpu-devices', None,
-                                    'Virtual CPU devices to expose (for meshes on a CPU-only machine).')
+                                    'Virtual CPU devices to expose (for meshes on a CPU-only machine).', lower_bound=1)
 _COORDINATOR = flags.DEFINE_string('coordinator', None, 'host:port of process 0, for a multi-process run '
                                    '(else SCALELAB_COORDINATOR, else auto-detected on SLURM and TPU pods).')
 _NUM_PROCESSES = flags.DEFINE_integer('num-processes', None, 'Processes in a multi-process run.')

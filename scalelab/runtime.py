@@ -15,7 +15,9 @@ def configure(*, cpu_devices: int | None = None, cache_dir: str | Path | None = 
     The cache (default ~/.cache/scalelab/jax_cache, or SCALELAB_COMPILATION_CACHE)
     lets repeated runs and sweep points of the same shape skip compilation.
     """
-    if cpu_devices:
+    if cpu_devices is not None:
+        if cpu_devices < 1:
+            raise ValueError(f'--cpu-devices={cpu_devices}: must be at least 1')
         jax.config.update('jax_num_cpu_devices', cpu_devices)
     cache = cache_dir or os.environ.get('SCALELAB_COMPILATION_CACHE') or DEFAULT_CACHE
     jax.config.update('jax_compilation_cache_dir', str(cache))

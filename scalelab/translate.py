@@ -129,11 +129,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.beam_size < 1 or args.length_penalty < 0:
         p.error(f'--beam-size {args.beam_size} must be >= 1 and --length-penalty {args.length_penalty} >= 0')
     texts = list(args.text)
+    if any(not t.strip() for t in texts):
+        p.error('--text: an empty sentence; give words to translate')
     if args.file:
         path = Path(args.file)
         if not path.is_file():
             p.error(f'--file {args.file}: no such file')
-        texts += [line.strip() for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
+        raw = path.read_bytes()
+        try:
+            if b'\0' in raw:
+                raise UnicodeDecodeError('utf-8', raw, raw.index(b'\0'), raw.index(b'\0') + 1, 'a NUL byte')
+            lines = [line.strip() for line in raw.decode('utf-8').splitlines() if line.strip()]
+        except UnicodeDecodeError as e:
+            p.error(f'--file {args.file}: not UTF-8 text ({e.reason} at byte {e.start}); give a file of sentences, '
+                    'one per line')
+        if not lines:
+            p.error(f'--file {args.file}: holds no sentence (it is empty or blank); give one sentence per line')
+        texts += lines
     if not texts:
         p.error('give --text or --file')
     from scalelab import inference, runtime

@@ -13,7 +13,7 @@ import torch
 import transformers
 from flax import nnx
 
-from scalelab import evaluate, generate, hf, inference, loop, tokenizer
+from scalelab import evaluate, export, generate, hf, inference, loop, tokenizer
 from scalelab.data import prepare, text
 from tests.helpers import REPO, STDLIB_JSON, TEST_CACHE, tiny_lm
 
@@ -201,3 +201,69 @@ def test_pipeline_import_finetune_generate_export(hf_dir, imported, tmp_path):
     assert done.stdout.splitlines()[1].startswith('Permission')
     hf.export_dir(tmp_path / 'ft', tmp_path / 'ft_hf')
     assert hf_model(tmp_path / 'ft_hf').config.n_layer == 2
+
+
+def run_hf(args):
+    return subprocess.run([sys.executable, '-m', 'scalelab.hf', *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, 'SCALELAB_COMPILATION_CACHE': str(TEST_CACHE)})
+
+
+def test_export_never_overwrites_a_workdir_or_other_files_and_is_all_or_nothing(imported, tmp_path, monkeypatch):
+    """hf export into the run's own workdir replaced its config.json; into any non-empty
+    directory it replaced config.json and model.safetensors without a word."""
+    before = {p.name: p.read_bytes() for p in imported.iterdir() if p.is_file()}
+    own = run_hf(['export', '--workdir', str(imported), '--out', str(imported)])
+    assert own.returncode == 2 and own.stderr.strip() == (
+        f"error: --out {imported}: is a run's workdir; writing there would replace its files (config.json, ...); "
+        'choose another --out')
+    assert {p.name: p.read_bytes() for p in imported.iterdir() if p.is_file()} == before
+    theirs = tmp_path / 'downloaded_gpt2'
+    theirs.mkdir()
+    (theirs / 'config.json').write_text('{"theirs": true}')
+    refused = run_hf(['export', '--workdir', str(imported), '--out', str(theirs)])
+    assert refused.returncode == 2 and 'is a non-empty directory; pass --overwrite' in refused.stderr
+    assert (theirs / 'config.json').read_text() == '{"theirs": true}'
+    (tmp_path / 'file').write_text('x')
+    on_file = run_hf(['export', '--workdir', str(imported), '--out', str(tmp_path / 'file')])
+    assert on_file.returncode == 2 and on_file.stderr.strip() == (
+        f'error: --out {tmp_path / "file"}: is a file, not a directory; choose another --out')
+    # a failure half-way (here: writing the tokenizer) leaves the old directory as it was, and no temporary one
+    original = tokenizer.Tokenizer.to_hf
+    monkeypatch.setattr(tokenizer.Tokenizer, 'to_hf', lambda self: (_ for _ in ()).throw(OSError('disk full')))
+    with pytest.raises(OSError, match='disk full'):
+        hf.export_dir(imported, theirs, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['downloaded_gpt2', 'file']
+    assert (theirs / 'config.json').read_text() == '{"theirs": true}'
+    monkeypatch.setattr(tokenizer.Tokenizer, 'to_hf', original)
+    hf.export_dir(imported, theirs, overwrite=True)
+    assert sorted(p.name for p in theirs.iterdir()) == ['config.json', 'model.safetensors', 'tokenizer.json',
+                                                        'tokenizer_config.json']
+
+
+def test_safetensors_export_refuses_existing_files_and_directories(imported, tmp_path):
+    out = tmp_path / 'lm.safetensors'
+    out.write_bytes(b'keep me')
+    args = [sys.executable, '-m', 'scalelab.export', '--workdir', str(imported)]
+    refused = subprocess.run(args + ['--out', str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and out.read_bytes() == b'keep me'
+    assert refused.stderr.strip() == f'error: --out {out}: is an existing file; pass --overwrite to replace it, or ' \
+                                     'choose another --out'
+    into_dir = subprocess.run(args + ['--out', str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert into_dir.returncode == 2 and into_dir.stderr.strip() == f'error: --out {tmp_path}: is a directory; give a file path'
+    done = subprocess.run(args + ['--out', str(out), '--overwrite'], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert set(export.load(out)[0]) == set(export.load_params_flat(imported))
+    assert [p.name for p in tmp_path.iterdir()] == ['lm.safetensors']
+
+
+def test_importing_a_truncated_safetensors_file_is_one_line(hf_dir, tmp_path):
+    import shutil
+    broken = tmp_path / 'broken'
+    shutil.copytree(hf_dir, broken)
+    weights = broken / 'model.safetensors'
+    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+    done = run_hf(['import', '--from', str(broken), '--workdir', str(tmp_path / 'w')])
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f'error: {weights}: not a readable safetensors file (')
+    assert not (tmp_path / 'w').exists()

@@ -26,8 +26,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory: points/<name>/
                                'fit.json, scaling.png.')
 _DRY_RUN = flags.DEFINE_bool('dry-run', False, 'List the points with parameter counts and FLOPs; train nothing.')
 _EMIT = flags.DEFINE_bool('emit-commands', False, 'Print one `python -m scalelab.run ...` command per point.')
-_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Points run at once on this machine.')
-_CPU_DEVICES = flags.DEFINE_integer('cpu-devices', None, 'Passed to each point (virtual CPU devices).')
+_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Points run at once on this machine.', lower_bound=1)
+_CPU_DEVICES = flags.DEFINE_integer('cpu-devices', None, 'Passed to each point (virtual CPU devices).',
+                                    lower_bound=1)
 _RESULTS = flags.DEFINE_string('results', None, 'fit: a CSV with columns for N, loss and D or C.')
 _LAW = flags.DEFINE_enum('law', None, ['power', 'chinchilla', 'isoflop', 'compute_optimal', 'lr_transfer',
                                        'lr_sensitivity'],

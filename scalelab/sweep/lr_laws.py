@@ -15,10 +15,11 @@ from collections import defaultdict
 
 import numpy as np
 
+from scalelab.sweep import points
 from scalelab.sweep.results import number
 
 LAWS = ('lr_transfer', 'lr_sensitivity')  # the laws this module fits (sweep fit.law)
-LR, WIDTH, SEED = 'optim.learning_rate', 'model.d_model', 'seed'
+(WIDTH, LR), SEED = points.LR_LAW_AXES, 'seed'
 # The parabola goes through the grid's minimum and its two neighbours: the loss is V-shaped
 # in log lr, and a wider window pulls the vertex toward the flatter side.
 FIT_POINTS = 3
@@ -49,12 +50,17 @@ def parabola_optimum(log_lrs: np.ndarray, losses: np.ndarray) -> tuple[float, bo
 
 
 def _curves(rows: list[dict], loss_col: str, group_col: str) -> dict:
-    """{group: {width: {lr: {seed: loss}}}} of completed, finite rows."""
+    """{group: {width: {lr: {seed: loss}}}} of completed, finite rows; without a `group_col`
+    column (the parametrization set once, in the sweep's overrides) every row is one group."""
+    missing = [col for col in (WIDTH, LR) if rows and col not in rows[0]]
+    if missing:
+        raise ValueError(f'the table has no {" or ".join(missing)} column: a learning-rate law needs '
+                         f'{WIDTH} and {LR} as sweep axes')
     out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
     for r in rows:
         loss = number(r.get(loss_col))
         if r.get('status') == 'completed' and math.isfinite(loss):
-            out[r[group_col]][int(number(r[WIDTH]))][number(r[LR])][r.get(SEED, '0')] = loss
+            out[r.get(group_col) or 'all'][int(number(r[WIDTH]))][number(r[LR])][r.get(SEED) or '0'] = loss
     return out
 
 

@@ -11,6 +11,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from scalelab import plot as run_plots  # noqa: E402
 from scalelab import scaling  # noqa: E402
 
 
@@ -32,21 +33,12 @@ def _save(fig, path: Path, title: str) -> None:
 
 
 def _log_axes(ax, x_label: str, y_label: str, x_kind: str = 'count', y_kind: str = 'loss') -> None:
-    """Log x axis, and a y axis whose ticks read as numbers: a loss is drawn on a log scale only
-    when it spans more than a factor of two (then ticked at 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8),
-    else linearly; never '3 x 10^0'. Counts (N, D) read as 20k or 3M, FLOPs as 1e19."""
+    """Log x axis, and a y axis whose ticks read as numbers: a loss as scalelab.plot.loss_axis draws it
+    (never '3 x 10^0'); counts (N, D) read as 20k or 3M, FLOPs as 1e19."""
     ax.set(xscale='log', xlabel=x_label, ylabel=y_label)
     _number_axis(ax.xaxis, x_kind)
     if y_kind == 'loss':
-        low, high = (line_or_collection_range(ax))
-        if high > 2 * low:
-            ax.set_yscale('log')
-            ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0,
-                                                                          8.0)))
-            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:.3g}'))
-            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        else:
-            ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(8))
+        run_plots.loss_axis(ax, line_or_collection_values(ax))
     else:
         ax.set_yscale('log')
         _number_axis(ax.yaxis, y_kind)
@@ -62,13 +54,11 @@ def _number_axis(axis, kind: str) -> None:
     axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
-def line_or_collection_range(ax) -> tuple[float, float]:
-    """The smallest and largest positive y the axes hold, from its lines and scatters."""
+def line_or_collection_values(ax) -> np.ndarray:
+    """Every y value the axes' lines and scatters hold."""
     values = [line.get_ydata() for line in ax.get_lines()]
     values += [c.get_offsets()[:, 1] for c in ax.collections if len(c.get_offsets())]
-    flat = np.concatenate([np.asarray(v, float).ravel() for v in values]) if values else np.array([1.0])
-    flat = flat[np.isfinite(flat) & (flat > 0)]
-    return (float(flat.min()), float(flat.max())) if len(flat) else (1.0, 1.0)
+    return np.concatenate([np.asarray(v, float).ravel() for v in values]) if values else np.array([])
 
 
 def _residuals(ax, x, ratio, x_label: str, colour='k') -> None:

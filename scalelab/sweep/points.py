@@ -24,6 +24,7 @@ from scalelab.errors import ConfigError
 
 SPECIAL_AXES = ('target_params', 'tokens_per_param')
 LAWS = ('power', 'chinchilla', 'isoflop', 'compute_optimal', 'lr_transfer', 'lr_sensitivity')
+LR_LAW_AXES = ('model.d_model', 'optim.learning_rate')  # the columns lr_transfer and lr_sensitivity read
 
 
 def default_config() -> ConfigDict:
@@ -109,6 +110,10 @@ def expand(sweep: ConfigDict, num_devices: int, left_out: list | None = None) ->
                 if not isinstance(v, (list, tuple)) or not v]
     if sweep.fit.law not in LAWS:
         problems.append(f'fit.law={sweep.fit.law!r}: not one of {", ".join(LAWS)}')
+    if sweep.fit.law in ('lr_transfer', 'lr_sensitivity'):
+        problems += [f'fit.law={sweep.fit.law!r} needs {key!r} as an axis (a column of results.csv); the sweep sets it '
+                     f'{"in overrides" if key in sweep.overrides else "nowhere"}'
+                     for key in LR_LAW_AXES if key not in sweep.axes]
     if problems:
         raise ConfigError(problems)
     base = load_experiment(sweep.base)
