@@ -135,14 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--out', required=True, help='the .safetensors file to write (a new file)')
     p.add_argument('--overwrite', action='store_true', help='replace an existing --out, once the export is complete')
     args = p.parse_args(argv)
-    from scalelab import inference
     from scalelab import workdir as workdir_lib
     from scalelab.errors import ConfigError, UsageError
     try:
         workdir_lib.check_output(Path(args.out), '--out', args.overwrite, directory=False)
-        model_cfg = inference.read_config(Path(args.workdir))['model']
+        model_cfg = workdir_lib.read_json(Path(args.workdir) / 'config.json', 'not a run\'s workdir?')['model']
         flat = load_params_flat(args.workdir)
-    except (ConfigError, UsageError, inference.WorkdirError, FileNotFoundError) as e:
+    except (ConfigError, UsageError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     write_safetensors(flat, args.out, {METADATA_KEY: json.dumps(model_cfg)})
