@@ -69,24 +69,20 @@ class CompiledStep:
         import jax
         import numpy as np
 
-        from scalelab import config, data, flops, parallel, train
+        from scalelab import plan, train
         from scalelab.data import pipeline
-        self.cfg = cfg = config.resolve(cfg, len(devices))
+        the_plan = plan.make(cfg, len(devices))
+        self.cfg = cfg = the_plan.cfg
         self.devices = devices
-        mesh = parallel.make_mesh(cfg.mesh, devices)
-        prepared = train.setup(cfg, mesh)
         B, L = cfg.train.global_batch, cfg.data.seq_len
         batch_np = {'inputs': np.random.default_rng(0).integers(0, 256, (B, L), dtype=np.int32)}
         batch_np['targets'] = np.roll(batch_np['inputs'], -1, axis=1)
-        abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch_np.items()}
-        start = time.perf_counter()
-        self.train_fn, _ = train.compile_steps(prepared.spec, mesh, prepared.shardings, prepared.abstract_state,
-                                               abstract_batch)
-        self.compile_s = time.perf_counter() - start
-        self.state = jax.jit(prepared.init, out_shardings=prepared.shardings)()
-        self.batch = pipeline.to_global(mesh, batch_np, B)
+        built = train.build(the_plan, devices, {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch_np.items()})
+        self.train_fn, self.compile_s = built.train_fn, built.compile_s
+        self.state = jax.jit(built.prepared.init, out_shardings=built.prepared.shardings)()
+        self.batch = pipeline.to_global(built.mesh, batch_np, B)
         self.tokens_per_step = B * L
-        self.flops_per_step = flops.train_flops_per_step(cfg.model, data.spec(cfg.data), B)
+        self.flops_per_step = the_plan.flops_per_step
         self.times = []
 
     def step(self, timed: bool = True) -> None:
@@ -98,9 +94,9 @@ class CompiledStep:
             self.times.append(time.perf_counter() - start)
 
     def result(self) -> dict:
-        from scalelab import flops
+        from scalelab.models import transformer
         step_s = statistics.median(self.times)
-        params = flops.transformer_params(self.cfg.model)
+        params = transformer.param_counts(self.cfg.model)
         return dict(d_model=self.cfg.model.d_model, n_layers=self.cfg.model.n_layers, devices=len(self.devices),
                     mesh=dict(self.cfg.mesh), params=params['total'], non_embedding=params['non_embedding'],
                     compile_s=self.compile_s, step_ms=1e3 * step_s, tokens_per_s=self.tokens_per_step / step_s,

@@ -68,20 +68,58 @@ def base_config(model: str = 'transformer', data: str | None = None) -> ConfigDi
     return cfg
 
 
-def resolve(cfg: ConfigDict, num_devices: int) -> ConfigDict:
-    """Validated copy with defaults filled in and derived values computed.
+def resolve(cfg: ConfigDict, num_devices: int | None) -> ConfigDict:
+    """Validated copy with defaults filled in and derived values computed (see resolve_with_spec)."""
+    return resolve_with_spec(cfg, num_devices)[0]
+
+
+def resolve_with_spec(cfg: ConfigDict, num_devices: int | None, spec=None,
+                      platform: str | None = None) -> tuple[ConfigDict, tasks.DataSpec]:
+    """One pass down the floors: the keys checked against one base config, merged into it, the
+    data's spec computed once (or `spec`, computed by the caller from this data section), the
+    model family resolved on it, every value then validated (all problems listed at once, the
+    device checks included: the mesh against num_devices, kernels against the platform, where
+    given), and the durations derived.
 
     Derived: mesh sizes (-1 filled), model sizes given as 0 (model.vocab_size: the
     tokenizer's vocabulary), train.steps when the duration is given in tokens or
     FLOPs, optim.warmup_steps when optim.warmup_fraction is set, and train.eval_every
     when train.evals is.
     """
-    validate(cfg, num_devices)
-    out = base_config(cfg.model.name, cfg.data.name)
+    name = cfg.get('model', {}).get('name', 'transformer')
+    if name not in models.FAMILIES:
+        raise ConfigError([f'model.name={name!r}: unknown model family; valid: {sorted(models.FAMILIES)}'])
+    data_name = cfg.get('data', {}).get('name', models.family(name).DEFAULT_DATA)
+    if data_name not in data_lib.SOURCES:
+        raise ConfigError([f'data.name={data_name!r}: not one of {", ".join(map(repr, data_lib.SOURCES))}'])
+    out = base_config(name, data_name)
+    problems = _schema_problems(cfg, out, '')
+    if problems:  # value checks need the right keys and types
+        raise ConfigError(problems)
     _merge_into(out, cfg)
-    out.mesh.update(parallel.mesh_shape(out.mesh, num_devices))
-    spec = data_lib.spec(out.data)
-    models.resolve(out.model, spec)
+    problems = _non_finite(out)
+    if problems:  # the checks below compare and divide these values
+        raise ConfigError(problems)
+    problems = _value_problems(out)
+    if not problems:  # the family and task checks read resolved values
+        spec = spec or data_lib.spec(out.data)
+        models.resolve(out.model, spec)
+        problems += _model_problems(out, spec)
+    sizes = None
+    if num_devices is not None:
+        try:
+            sizes = parallel.mesh_shape(out.mesh, num_devices)
+        except ValueError as e:
+            problems.append(str(e))
+        else:
+            problems += _batch_problems(out.train, sizes)
+    if platform is not None and out.model.get('attention') == 'cudnn' and platform != 'gpu':
+        problems.append(f"model.attention='cudnn': needs a GPU, these devices are {platform}; "
+                        "use 'auto', 'xla' or 'einsum'")
+    if problems:
+        raise ConfigError(problems)
+    if sizes:
+        out.mesh.update(sizes)
     tokens_per_step = out.train.global_batch * flops.tokens_per_example(spec)
     if out.train.flops > 0:  # a compute budget, in the scaling-law convention (flops.FLOP_CONVENTION)
         per_step = flops.scaling_flops_per_step(out.model, spec, out.train.global_batch)
@@ -93,25 +131,7 @@ def resolve(cfg: ConfigDict, num_devices: int) -> ConfigDict:
     if out.train.evals > 0:  # curves evaluated at the same fractions of every run, whatever its length
         out.train.eval_every = max(1, math.ceil(out.train.steps / out.train.evals))
     out.lock()
-    return out
-
-
-def validate(cfg: ConfigDict, num_devices: int) -> None:
-    name = cfg.get('model', {}).get('name', 'transformer')
-    if name not in models.FAMILIES:
-        raise ConfigError([f'model.name={name!r}: unknown model family; valid: {sorted(models.FAMILIES)}'])
-    data_name = cfg.get('data', {}).get('name', models.family(name).DEFAULT_DATA)
-    if data_name not in data_lib.SOURCES:
-        raise ConfigError([f'data.name={data_name!r}: not one of {", ".join(map(repr, data_lib.SOURCES))}'])
-    reference = base_config(name, data_name)
-    problems = _schema_problems(cfg, reference, '')
-    if problems:  # value checks need the right keys and types
-        raise ConfigError(problems)
-    full = base_config(name, data_name)
-    _merge_into(full, cfg)
-    problems = _value_problems(full, num_devices)
-    if problems:
-        raise ConfigError(problems)
+    return out, spec
 
 
 def _schema_problems(cfg: ConfigDict, reference: ConfigDict, prefix: str) -> list[str]:
@@ -179,10 +199,9 @@ def _non_finite(cfg: ConfigDict, prefix: str = '') -> list[str]:
     return problems
 
 
-def _value_problems(cfg: ConfigDict, num_devices: int) -> list[str]:
-    problems = _non_finite(cfg)
-    if problems:  # the checks below compare and divide these values
-        return problems
+def _value_problems(cfg: ConfigDict) -> list[str]:
+    """Every value a merged config can be checked for before the data and model are resolved."""
+    problems = []
     family = models.family(cfg.model.name)
     for key in family.POSITIVE:
         _positive(problems, f'model.{key}', cfg.model[key])
@@ -213,30 +232,29 @@ def _value_problems(cfg: ConfigDict, num_devices: int) -> list[str]:
     _positive(problems, 'log.spike_z', cfg.log.spike_z)
     _positive(problems, 'checkpoint.every_steps', cfg.checkpoint.every_steps)
     _positive(problems, 'checkpoint.keep', cfg.checkpoint.keep)
-
     problems += optim.validate(cfg.optim)
     problems += data_lib.validate(cfg.data)
-    if not problems:  # family checks assume sane basic values
-        spec = data_lib.spec(cfg.data)
-        if spec.task not in family.TASKS:
-            problems.append(f'model.name={cfg.model.name!r} cannot learn data.name={cfg.data.name!r} '
-                            f'(task {spec.task}); it handles {", ".join(family.TASKS)}')
-        else:
-            problems += family.validate(cfg.model, spec)
-        for key in ('label_smoothing', 'z_loss'):  # both act on a softmax's logits
-            if cfg.train[key] > 0 and spec.task not in tasks.LOGIT_TASKS:
-                problems.append(f'train.{key}={cfg.train[key]}: needs logits (tasks {", ".join(tasks.LOGIT_TASKS)}); '
-                                f'data.name={cfg.data.name!r} is {spec.task}')
-
-    try:
-        sizes = parallel.mesh_shape(cfg.mesh, num_devices)
-    except ValueError as e:
-        problems.append(str(e))
-    else:
-        shards = sizes['data'] * sizes['fsdp']
-        if t.global_batch % (shards * t.microbatches):
-            problems.append(
-                f'train.global_batch={t.global_batch}: must be divisible by data x fsdp = {shards}'
-                + (f' times train.microbatches={t.microbatches}' if t.microbatches > 1 else '')
-                + f'; valid: multiples of {shards * t.microbatches}')
     return problems
+
+
+def _model_problems(cfg: ConfigDict, spec) -> list[str]:
+    """The family's checks of its resolved section, and whether it can learn the data's task."""
+    family = models.family(cfg.model.name)
+    if spec.task not in family.TASKS:
+        return [f'model.name={cfg.model.name!r} cannot learn data.name={cfg.data.name!r} '
+                f'(task {spec.task}); it handles {", ".join(family.TASKS)}']
+    problems = family.validate(cfg.model, spec)
+    for key in ('label_smoothing', 'z_loss'):  # both act on a softmax's logits
+        if cfg.train[key] > 0 and spec.task not in tasks.LOGIT_TASKS:
+            problems.append(f'train.{key}={cfg.train[key]}: needs logits (tasks {", ".join(tasks.LOGIT_TASKS)}); '
+                            f'data.name={cfg.data.name!r} is {spec.task}')
+    return problems
+
+
+def _batch_problems(t: ConfigDict, sizes: dict) -> list[str]:
+    shards = sizes['data'] * sizes['fsdp']
+    if t.global_batch % (shards * t.microbatches):
+        return [f'train.global_batch={t.global_batch}: must be divisible by data x fsdp = {shards}'
+                + (f' times train.microbatches={t.microbatches}' if t.microbatches > 1 else '')
+                + f'; valid: multiples of {shards * t.microbatches}']
+    return []

@@ -2,7 +2,7 @@
 
 Norms grow or collapse, and the update/param ratio drifts, before the loss
 shows trouble (nanodo, levanter and big_vision log the same). They are taken
-per layer group: a parameter's name (export.name) up to the module under a
+per layer group: a parameter's name (models.naming.name) up to the module under a
 numbered layer ('blocks.3.attn', 'blocks.3.mlp_norm') or its top-level module
 ('embed', 'head'). With stacked layers (model.scan_layers) a leaf holds every
 layer on its first axis; its groups are the same 'blocks.{i}.attn' as the
@@ -16,7 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from scalelab import export
+from scalelab.models import naming
 
 MODES = ('none', 'global', 'groups')
 KINDS = ('param', 'grad', 'update')
@@ -37,7 +37,7 @@ def group_of(name: str, stacked: str | None) -> tuple[str, bool]:
 def layout(abstract_params, stacked: str | None) -> tuple[tuple[str, bool], ...]:
     """(group, stacked?) for every leaf in tree order: static, so a step closes over it."""
     leaves = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
-    return tuple(group_of(export.name(path), stacked) for path, _ in leaves)
+    return tuple(group_of(naming.name(path), stacked) for path, _ in leaves)
 
 
 def group_sq_sums(tree, groups: tuple[tuple[str, bool], ...]) -> dict[str, jax.Array]:

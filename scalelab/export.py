@@ -34,22 +34,9 @@ import jax
 import numpy as np
 
 from scalelab import cli
+from scalelab.models.naming import flatten, name
 
 METADATA_KEY = 'scalelab.model'
-
-
-def name(path) -> str:
-    """'blocks.0.attn.q.kernel' for a jax key path."""
-    return '.'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
-
-
-def flatten(params) -> dict[str, np.ndarray]:
-    return {name(path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
-
-
-def names(params):
-    """The same tree with each leaf replaced by its name."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: name(path), params)
 
 
 def arrange(flat: dict[str, np.ndarray], target) -> object:

@@ -12,10 +12,9 @@ import jax
 import ml_collections
 from flax import nnx
 
-from scalelab import export, models, parallel
+from scalelab import export, models, parallel, plan
 from scalelab import workdir as workdir_lib
 from scalelab import tokenizer as tokenizer_lib
-from scalelab.models import transformer
 from scalelab.tasks import DataSpec
 
 
@@ -41,13 +40,10 @@ def read_config(workdir: Path) -> dict:
 
 def model_config(saved: dict) -> ml_collections.ConfigDict:
     """The transformer section of a saved config, defaults filled."""
-    cfg = transformer.default_config()
-    model = dict(saved.get('model', {}))
-    if model.get('name', 'transformer') != 'transformer':
-        raise WorkdirError(f"model.name={model.get('name')!r}: a language-model transformer is needed")
-    cfg.update(model)
-    transformer.resolve(cfg)
-    return cfg
+    name = saved.get('model', {}).get('name', 'transformer')
+    if name != 'transformer':
+        raise WorkdirError(f"model.name={name!r}: a language-model transformer is needed")
+    return plan.saved_model(saved)
 
 
 def workdir_tokenizer(workdir: Path, saved: dict) -> tokenizer_lib.Tokenizer:

@@ -20,6 +20,7 @@ import numpy as np
 
 from scalelab import actions, checkpoint, config, diagnostics, export, files, flops, metrics, models, parallel
 from scalelab import progress as progress_lib
+from scalelab import plan as plan_lib
 from scalelab import stop, tasks, train, writers
 from scalelab import workdir as workdir_lib
 from scalelab import data as data_lib
@@ -42,7 +43,8 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
     profiler trace of steps a..b-1 to workdir/profile."""
     session_start = time.perf_counter()
     devices = jax.devices() if devices is None else list(devices)
-    cfg = config.resolve(cfg, len(devices))
+    plan = plan_lib.make(cfg, len(devices), platform=devices[0].platform)
+    cfg = plan.cfg
     workdir = Path(workdir)
     workdir_lib.check_path(workdir)
     check_same_run(workdir / 'config.json', cfg)
@@ -53,7 +55,7 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
             if is_main:
                 print(f'{workdir}: already complete at step {done["step"]}; its summary.json is kept', flush=True)
             return done
-        return _train(cfg, workdir, devices, profile_steps, session_start, is_main)
+        return _train(plan, workdir, devices, profile_steps, session_start, is_main)
 
 
 def completed_summary(workdir: Path, cfg) -> dict | None:
@@ -66,9 +68,9 @@ def completed_summary(workdir: Path, cfg) -> dict | None:
     return summary if finished else None
 
 
-def _train(cfg, workdir: Path, devices, profile_steps, session_start: float, is_main: bool) -> dict:
+def _train(plan: plan_lib.Plan, workdir: Path, devices, profile_steps, session_start: float, is_main: bool) -> dict:
     """The order of a run: set up, restore, step with periodic actions, finish."""
-    run = setup(cfg, workdir, devices, is_main)
+    run = setup(plan, workdir, devices, is_main)
     state, start, prior = restore(run)
     with stop_on_signals() as stop_flag:
         session = new_session(run, state, start, prior, session_start)
@@ -103,42 +105,34 @@ class Run:
     topology: dict
 
 
-def setup(cfg, workdir: Path, devices, is_main: bool) -> Run:
+def setup(plan: plan_lib.Plan, workdir: Path, devices, is_main: bool) -> Run:
     """Data, mesh, compiled steps and the run's counts; config.json and the tokenizer written."""
-    spec = data_lib.spec(cfg.data)
+    cfg = plan.cfg
     source = data_lib.load(cfg.data, cfg.train.global_batch, cfg.seed)
-    if cfg.model.get('attention') == 'cudnn' and devices[0].platform != 'gpu':
-        raise ConfigError([f"model.attention='cudnn': needs a GPU, these devices are {devices[0].platform}; "
-                           "use 'auto', 'xla' or 'einsum'"])
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
         files.write_json(workdir / 'config.json', cfg.to_dict())
         if getattr(source, 'tokenizer', None) is not None:  # generate, evaluate and export read it here
             source.tokenizer.save(workdir / 'tokenizer')
-    mesh = parallel.make_mesh(cfg.mesh, devices)
     batch_size = cfg.train.global_batch
-    prepared = train.setup(cfg, mesh)
 
     def abstract_batch(one_row):
         return {k: jax.ShapeDtypeStruct((batch_size, *v.shape[1:]), v.dtype) for k, v in one_row.items()}
 
-    compile_start = time.perf_counter()
-    train_fn, eval_fn = train.compile_steps(prepared.spec, mesh, prepared.shardings, prepared.abstract_state,
-                                            abstract_batch(source.train_batch(0, slice(0, 1))),
-                                            abstract_batch(source.eval_batch(0, slice(0, 1))))
-    abstract_state = prepared.abstract_state
-    param_counts = flops.count_params(abstract_state['params'], models.family(cfg.model.name).EMBEDDING_PARAMS)
+    built = train.build(plan, devices, abstract_batch(source.train_batch(0, slice(0, 1))),
+                        abstract_batch(source.eval_batch(0, slice(0, 1))))
+    abstract_state = built.prepared.abstract_state
+    param_counts = flops.count_params(abstract_state['params'], plan.family.EMBEDDING_PARAMS)
     param_counts['with_head'] = flops.scaling_params(param_counts, cfg.model)  # N of flops.FLOP_CONVENTION
     return Run(
-        cfg=cfg, workdir=workdir, is_main=is_main, mesh=mesh, rows=pipeline.process_rows(mesh, batch_size),
-        source=source, prepared=prepared, train_fn=train_fn, eval_fn=eval_fn,
+        cfg=cfg, workdir=workdir, is_main=is_main, mesh=built.mesh, rows=pipeline.process_rows(built.mesh, batch_size),
+        source=source, prepared=built.prepared, train_fn=built.train_fn, eval_fn=built.eval_fn,
         ckpt=checkpoint.Checkpointer(workdir / 'checkpoints', every_steps=cfg.checkpoint.every_steps,
                                      keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save),
         progress=progress_lib.Progress(cfg.train.steps, 0, enabled=is_main),
-        compile_s=time.perf_counter() - compile_start, param_counts=param_counts,
+        compile_s=built.compile_s, param_counts=param_counts,
         model_state_size=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state['model_state'])),
-        flops_per_step=flops.train_flops_per_step(cfg.model, spec, batch_size),
-        tokens_per_step=batch_size * flops.tokens_per_example(spec),
+        flops_per_step=plan.flops_per_step, tokens_per_step=plan.tokens_per_step,
         peak=flops.total_peak(devices, cfg.train.compute_dtype),
         topology=dict(mesh=dict(cfg.mesh), num_devices=len(devices), num_processes=jax.process_count(),
                       platform=devices[0].platform, device_kind=devices[0].device_kind))
@@ -179,7 +173,7 @@ def new_session(run: Run, state: dict, start: int, prior: dict, session_start: f
         state=state, step=start, start=start, total_steps=run.cfg.train.steps, progress=run.progress,
         writers=writers.Writers(run.workdir, run.cfg.log, run.cfg.to_dict(), enabled=run.is_main,
                                 resume_step=start, warn=run.progress.warn),
-        timer=metrics.StepTimer(), record_at=record_at, evaluate=lambda state: evaluate(run, state))
+        timer=metrics.StepTimer(), record_at=record_at, evaluate=lambda state: evaluate_run(run, state))
 
 
 def periodic_actions(run: Run, stop_check: actions.StopOnRequest, profile_steps: tuple[int, int] | None) -> list:
@@ -231,8 +225,9 @@ def finish(session: actions.Session, run: Run) -> None:
     run.progress.close()
 
 
-def evaluate(run: Run, state: dict) -> dict:
-    """The task's metrics over the fixed evaluation set, summed over batches then averaged."""
+def evaluate_run(run: Run, state: dict) -> dict:
+    """The run's evaluation: the task's metrics over the fixed evaluation set, summed over
+    batches then averaged (a translation run's decoded translations scored too)."""
     batch_size = run.cfg.train.global_batch
     per_batch = jax.device_get([
         run.eval_fn(state['params'], state['model_state'],
@@ -242,7 +237,9 @@ def evaluate(run: Run, state: dict) -> dict:
     metrics = tasks.summarize(run.prepared.spec.task, sums, run.source.bytes_per_token)
     if run.prepared.spec.task == 'seq2seq':  # what translations are scored by: decode the evaluation sources
         from scalelab import translate
-        metrics.update(translate.evaluate_run(run, state))
+        metrics.update(translate.evaluate_translations(
+            run.source, run.rows, run.mesh, run.cfg, run.prepared.spec.graphdef, state['params'],
+            state['model_state']))
     return metrics
 
 

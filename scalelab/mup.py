@@ -12,25 +12,24 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scalelab import config, data, parallel, train
+from scalelab import data, plan, train
 from scalelab.data import pipeline
 
 
 def activation_scales(cfg, steps: int) -> dict[str, float]:
     """Mean |activation| per recorded layer after `steps` training steps, on one device."""
-    cfg = config.resolve(cfg, 1)
-    mesh = parallel.make_mesh(cfg.mesh, jax.devices()[:1])
-    prepared = train.setup(cfg, mesh)
+    the_plan = plan.make(cfg, 1)
+    cfg = the_plan.cfg
     source = data.load(cfg.data, cfg.train.global_batch, cfg.seed)
     rows = slice(0, cfg.train.global_batch)
-    batch = lambda step: pipeline.to_global(mesh, source.train_batch(step, rows), cfg.train.global_batch)
-    abstract_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch(0))
-    train_fn, _ = train.compile_steps(prepared.spec, mesh, prepared.shardings, prepared.abstract_state,
-                                      abstract_batch)
-    state = jax.jit(prepared.init, out_shardings=prepared.shardings)()
+    first = source.train_batch(0, rows)
+    built = train.build(the_plan, jax.devices()[:1],
+                        jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), first))
+    batch = lambda step: pipeline.to_global(built.mesh, source.train_batch(step, rows), cfg.train.global_batch)
+    state = jax.jit(built.prepared.init, out_shardings=built.prepared.shardings)()
     for step in range(steps):
-        state, _ = train_fn(state, batch(step))
-    model = nnx.merge(prepared.spec.graphdef, state['params'], state['model_state'])
+        state, _ = built.train_fn(state, batch(step))
+    model = nnx.merge(built.prepared.spec.graphdef, state['params'], state['model_state'])
     scales = jax.jit(lambda tokens: {k: jnp.mean(jnp.abs(v)) for k, v in model.activations(tokens).items()})
     return {k: float(v) for k, v in scales(batch(steps)['inputs']).items()}
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from ml_collections import ConfigDict
 
-from scalelab import export
+from scalelab.models import naming
 
 OPTIMIZERS = ('sgd', 'momentum', 'adagrad', 'rmsprop', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'wsd')
@@ -86,7 +86,7 @@ NO_DECAY = re.compile(r'(^|\.)(scale|bias)$')
 def decay_mask(params):
     """Weight decay skips norms' scales and biases (by name: with stacked layers
     they are matrices too)."""
-    return jax.tree.map(lambda name: not NO_DECAY.search(name), export.names(params))
+    return jax.tree.map(lambda name: not NO_DECAY.search(name), naming.names(params))
 
 
 class _Count(NamedTuple):
@@ -137,7 +137,7 @@ def make(cfg: ConfigDict, total_steps: int, *, groups: tuple[dict, Callable] | N
     """The optimizer and its learning-rate schedule.
 
     groups = ({group: learning-rate multiplier}, name -> group) gives parameter
-    groups their own rates (muP). Parameters whose names (export.name, e.g.
+    groups their own rates (muP). Parameters whose names (models.naming.name, e.g.
     'blocks.0.attn.q.kernel') match the regex `freeze` are not updated; their
     gradients are zeroed before global-norm clipping.
     """
@@ -149,7 +149,7 @@ def make(cfg: ConfigDict, total_steps: int, *, groups: tuple[dict, Callable] | N
     pattern = re.compile(freeze) if freeze else None
 
     def labels(params):
-        return jax.tree.map(lambda n: 'frozen' if pattern and pattern.search(n) else group_of(n), export.names(params))
+        return jax.tree.map(lambda n: 'frozen' if pattern and pattern.search(n) else group_of(n), naming.names(params))
 
     zero_frozen = optax.multi_transform({'frozen': optax.set_to_zero(),
                                          **{g: optax.identity() for g in scales}}, labels)

@@ -12,6 +12,7 @@ import ml_collections
 from ml_collections import ConfigDict
 
 from scalelab import flops
+from scalelab.models import transformer
 
 COUNTS = ('non_embedding', 'total', 'with_head')  # with_head: flops.scaling_params
 
@@ -37,7 +38,7 @@ def shape_for(model_cfg, n_layers: int, d_model: int, rule) -> ConfigDict:
 
 
 def count(model_cfg, rule) -> int:
-    counts = flops.transformer_params(model_cfg)
+    counts = transformer.param_counts(model_cfg)
     return flops.scaling_params(counts, model_cfg) if rule.count == 'with_head' else counts[rule.count]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Callable
 
 import jax
@@ -16,7 +17,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from scalelab import data, diagnostics, models, optim, parallel, tasks
+from scalelab import diagnostics, models, optim, parallel, tasks
 
 TrainState = dict  # {'step': int32[], 'params': tree, 'model_state': tree, 'opt_state': tree}
 
@@ -72,10 +73,10 @@ class Setup:
     shardings: TrainState           # NamedShardings
 
 
-def setup(cfg, mesh: jax.sharding.Mesh) -> Setup:
-    """Optimizer, abstract state and its shardings for a resolved config."""
+def setup(plan, mesh: jax.sharding.Mesh) -> Setup:
+    """Optimizer, abstract state and its shardings for a plan (scalelab.plan)."""
+    cfg, data_spec = plan.cfg, plan.spec
     tx, lr = optim.make(cfg.optim, cfg.train.steps, groups=models.lr_groups(cfg.model), freeze=cfg.train.freeze)
-    data_spec = data.spec(cfg.data)
     graphdef, abstract_params, abstract_rest = models.split_abstract(cfg.model, data_spec)
     init = functools.partial(init_state, cfg.model, data_spec, cfg.seed, tx)
     abstract_state = jax.eval_shape(init)
@@ -86,6 +87,28 @@ def setup(cfg, mesh: jax.sharding.Mesh) -> Setup:
                     label_smoothing=cfg.train.label_smoothing,
                     norm_groups=diagnostics.layout(abstract_state['params'], models.stacked_prefix(cfg.model)))
     return Setup(spec, init, abstract_state, shardings)
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """A plan made runnable on devices: the mesh, the prepared state and the compiled steps."""
+    mesh: jax.sharding.Mesh
+    prepared: Setup
+    train_fn: Callable
+    eval_fn: Callable
+    compile_s: float
+
+
+def build(plan, devices, train_batch: dict, eval_batch: dict | None = None) -> Built:
+    """The one build sequence (training, muP's coordinate check and the benchmarks share it):
+    the plan's mesh over `devices`, its optimizer and sharded abstract state, and the steps
+    compiled ahead of time for batches shaped like `train_batch` (ShapeDtypeStructs)."""
+    mesh = parallel.make_mesh(plan.cfg.mesh, devices)
+    prepared = setup(plan, mesh)
+    start = time.perf_counter()
+    train_fn, eval_fn = compile_steps(prepared.spec, mesh, prepared.shardings, prepared.abstract_state,
+                                      train_batch, eval_batch)
+    return Built(mesh, prepared, train_fn, eval_fn, time.perf_counter() - start)
 
 
 def cast_floats(tree, dtype):

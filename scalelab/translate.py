@@ -57,18 +57,17 @@ def decode_rows(graphdef, params, model_state, source_BxS, *, max_len: int, beam
     return np.asarray(multihost_utils.process_allgather(ids, tiled=True))
 
 
-def evaluate_run(run, state) -> dict[str, float]:
-    """BLEU, chrF and exact match of the run's evaluation pairs, decoded in training batches."""
+def evaluate_translations(source, rows, mesh, cfg, graphdef, params, model_state) -> dict[str, float]:
+    """A translation run's evaluation pairs decoded in training batches (this process's `rows`
+    of each, on `mesh`), scored: BLEU, chrF and exact match."""
     from scalelab.data import pipeline
-    source, cfg = run.source, run.cfg
     hypotheses = []
     for index in range(source.eval_batches()):
-        batch = source.eval_batch(index, run.rows)
-        inputs = pipeline.to_global(run.mesh, {'inputs': batch['inputs']}, cfg.train.global_batch)['inputs']
-        rows = decode_rows(run.prepared.spec.graphdef, state['params'], state['model_state'], inputs,
-                           max_len=cfg.data.max_target_len, beam_size=cfg.data.eval_beam_size,
-                           alpha=cfg.data.eval_length_penalty)
-        hypotheses += detokenize(source.tokenizer, rows)
+        batch = source.eval_batch(index, rows)
+        inputs = pipeline.to_global(mesh, {'inputs': batch['inputs']}, cfg.train.global_batch)['inputs']
+        decoded = decode_rows(graphdef, params, model_state, inputs, max_len=cfg.data.max_target_len,
+                              beam_size=cfg.data.eval_beam_size, alpha=cfg.data.eval_length_penalty)
+        hypotheses += detokenize(source.tokenizer, decoded)
     hypotheses = hypotheses[:len(source.eval_texts)]
     return scores(hypotheses, [target for _, target in source.eval_texts])
 
@@ -96,17 +95,13 @@ class Translator:
 
 
 def load(workdir: str | Path) -> Translator:
-    from scalelab import data, export, inference, models
-    from scalelab.models import seq2seq
+    from scalelab import data, export, inference, models, plan
     workdir = Path(workdir)
     saved = inference.read_config(workdir)
     if saved.get('model', {}).get('name') != 'seq2seq':
         raise inference.WorkdirError(f"{workdir}: model.name={saved.get('model', {}).get('name')!r}; "
                                      "translation needs a 'seq2seq' run")
-    model_cfg = seq2seq.default_config()
-    model_cfg.update(saved['model'])
-    data_cfg = data.default_config('translation')
-    data_cfg.update(saved['data'])
+    model_cfg, data_cfg = plan.saved_model(saved), plan.saved_data(saved, 'translation')
     graphdef, params, _ = models.split_abstract(model_cfg, data.spec(data_cfg))
     try:
         arrays = export.arrange(export.load_params_flat(workdir), nnx.to_pure_dict(params))

@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from scalelab import plan
 from scalelab import config, parallel, train
 from scalelab.data import text
 
@@ -45,8 +46,9 @@ def lowered_train_step(cfg):
     """(resolved cfg, the train step lowered on one device for a batch of cfg's shape): for
     inspecting what XLA compiles without running it."""
     cfg.mesh.data = 1
-    cfg = config.resolve(cfg, 1)
-    prepared = train.setup(cfg, parallel.make_mesh(cfg.mesh, jax.devices()[:1]))
+    the_plan = plan.make(cfg, 1)
+    cfg = the_plan.cfg
+    prepared = train.setup(the_plan, parallel.make_mesh(cfg.mesh, jax.devices()[:1]))
     shape = (cfg.train.global_batch, cfg.data.seq_len)
     batch = {k: jax.ShapeDtypeStruct(shape, np.int32) for k in ('inputs', 'targets')}
     return cfg, jax.jit(train.train_step, static_argnums=0).lower(prepared.spec, prepared.abstract_state, batch)

@@ -103,7 +103,7 @@ def test_the_isoflop_study_meets_its_bar():
             assert tokens / train_bytes <= 4.0
             assert c.optim.schedule == 'cosine' and c.optim.warmup_steps == round(0.05 * c.train.steps)
             assert c.optim.learning_rate == sweep.overrides['optim.learning_rate']
-            assert 6 * points_lib.count(c, 'with_head') * tokens == pytest.approx(budget, rel=0.01)
+            assert 6 * points_lib.count(p.plan, 'with_head') * tokens == pytest.approx(budget, rel=0.01)
 
 
 def test_predict_writes_the_run_to_train_and_verify_sets_its_loss_against_the_interval(tmp_path, monkeypatch):

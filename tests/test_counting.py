@@ -5,6 +5,7 @@ import pytest
 from flax import nnx
 
 from scalelab import config, data, flops, models, tasks
+from scalelab.models import transformer
 from tests.helpers import lowered_train_step, tiny_lm
 
 
@@ -30,7 +31,7 @@ def test_gpt2_small_has_its_published_parameter_count():
     counted = counts_from_arrays(gpt2)
     assert counted['total'] == 124_439_808
     assert counted['embedding'] == 50257 * 768 + 1024 * 768
-    assert counted == flops.transformer_params(gpt2)
+    assert counted == transformer.param_counts(gpt2)
 
 
 @pytest.mark.parametrize('norm, mlp, position, tied, bias', list(itertools.product(
@@ -38,7 +39,7 @@ def test_gpt2_small_has_its_published_parameter_count():
 def test_parameter_count_equals_arrays_and_hand_formula(norm, mlp, position, tied, bias):
     model = resolved_model(vocab_size=97, d_model=24, n_layers=3, n_heads=3, d_ff=40, max_len=50, norm=norm,
                            mlp=mlp, position=position, tie_embeddings=tied, use_bias=bias)
-    assert counts_from_arrays(model) == flops.transformer_params(model)
+    assert counts_from_arrays(model) == transformer.param_counts(model)
 
 
 @pytest.mark.parametrize('kv_heads, qk_norm, norm, bias', [(1, False, 'rmsnorm', False), (3, True, 'rmsnorm', False),
@@ -47,8 +48,8 @@ def test_grouped_query_and_qk_norm_counts_equal_arrays(kv_heads, qk_norm, norm, 
     model = resolved_model(vocab_size=97, d_model=24, n_layers=3, n_heads=3, n_kv_heads=kv_heads, qk_norm=qk_norm,
                            norm=norm, use_bias=bias)
     counted = counts_from_arrays(model)
-    assert counted == flops.transformer_params(model)
-    plain = flops.transformer_params(resolved_model(vocab_size=97, d_model=24, n_layers=3, n_heads=3, norm=norm,
+    assert counted == transformer.param_counts(model)
+    plain = transformer.param_counts(resolved_model(vocab_size=97, d_model=24, n_layers=3, n_heads=3, norm=norm,
                                                     use_bias=bias))
     head = 24 // 3  # by hand: k and v lose (3 - kv) heads of 24 x 8 (+ 8 bias); the norms add 2 x 8 (x2 with bias)
     by_hand = plain['non_embedding'] - 3 * 2 * (3 - kv_heads) * head * (24 + bias)
@@ -58,7 +59,7 @@ def test_grouped_query_and_qk_norm_counts_equal_arrays(kv_heads, qk_norm, norm, 
 
 def test_kaplan_approximation_holds_for_a_plain_model():
     model = resolved_model(d_model=512, n_layers=6, n_heads=8)  # gelu, d_ff = 4d, no biases
-    assert flops.transformer_params(model)['non_embedding'] == pytest.approx(12 * 6 * 512 ** 2, rel=0.01)
+    assert transformer.param_counts(model)['non_embedding'] == pytest.approx(12 * 6 * 512 ** 2, rel=0.01)
 
 
 @pytest.mark.parametrize('mlp, kv_heads', [('gelu', 0), ('swiglu', 0), ('gelu', 1)])

@@ -4,6 +4,8 @@ import jax
 import numpy as np
 import pytest
 
+from scalelab.models import naming
+from scalelab import plan
 from scalelab import config, diagnostics, export, loop, metrics, parallel, train
 from scalelab import data as data_lib
 from tests.helpers import tiny_lm
@@ -24,9 +26,10 @@ def test_group_of(name, stacked, group):
 def one_step(cfg):
     """(params before, grads, updates, step metrics) of one real step, the grads and
     updates recomputed outside the step as the reference."""
-    cfg = config.resolve(cfg, 1)
+    the_plan = plan.make(cfg, 1)
+    cfg = the_plan.cfg
     mesh = parallel.make_mesh(cfg.mesh, jax.devices()[:1])
-    prepared = train.setup(cfg, mesh)
+    prepared = train.setup(the_plan, mesh)
     state = jax.jit(prepared.init)()
     source = data_lib.load(cfg.data, cfg.train.global_batch, cfg.seed)
     batch = source.train_batch(0, slice(0, cfg.train.global_batch))
@@ -40,7 +43,7 @@ def one_step(cfg):
 
 def test_norms_match_float64_hand_count():
     cfg, params, updates, m = one_step(tiny_lm(**{'log.norms': 'groups', 'optim.warmup_steps': 0}))
-    flat_p, flat_u = export.flatten(params), export.flatten(updates)
+    flat_p, flat_u = naming.flatten(params), naming.flatten(updates)
     by_group = {}
     for name in flat_p:
         group, _ = diagnostics.group_of(name, None)

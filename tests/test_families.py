@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from scalelab import plan
 from scalelab import config, data, flops, loop, models, parallel, train
+from scalelab.models import layers
 from tests.helpers import STDLIB_JSON, losses, tiny_lm
 
 
@@ -61,8 +63,8 @@ def test_one_device_and_a_222_mesh_give_the_same_losses(tmp_path, family):
 def test_batch_norm_statistics_live_in_the_state_and_move(tmp_path):
     summary = run(small('resnet'), tmp_path / 'bn', (2, 2, 2))
     assert summary['model_state_size'] > 0  # running means and variances
-    cfg = config.resolve(small('resnet'), 1)
-    prepared = train.setup(cfg, parallel.make_mesh({'data': 1, 'fsdp': 1, 'tensor': 1}, jax.devices()[:1]))
+    prepared = train.setup(plan.make(small('resnet'), 1),
+                           parallel.make_mesh({'data': 1, 'fsdp': 1, 'tensor': 1}, jax.devices()[:1]))
     fresh = jax.jit(prepared.init)()['model_state']
     import orbax.checkpoint as ocp
     with ocp.CheckpointManager((tmp_path / 'bn' / 'checkpoints').absolute()) as mgr:
@@ -86,8 +88,8 @@ def test_overfits_a_tiny_batch(tmp_path, family, threshold):
 
 
 def model_and_spec(cfg):
-    cfg = config.resolve(cfg, 1)
-    return cfg, data.spec(cfg.data)
+    the_plan = plan.make(cfg, 1)
+    return the_plan, the_plan.spec
 
 
 @pytest.mark.parametrize('family, overrides', [
@@ -97,7 +99,8 @@ def model_and_spec(cfg):
     ('lstm', {}), ('lstm', {'model.n_layers': 3}), ('regression', {}),
 ])
 def test_parameter_count_equals_arrays_and_hand_formula(family, overrides):
-    cfg, spec = model_and_spec(small(family, **overrides))
+    the_plan, spec = model_and_spec(small(family, **overrides))
+    cfg = the_plan.cfg
     _, params, _ = models.split_abstract(cfg.model, spec)
     counted = flops.count_params(nnx.to_pure_dict(params), models.family(cfg.model.name).EMBEDDING_PARAMS)
     assert counted == flops.param_counts(cfg.model, spec)
@@ -114,8 +117,9 @@ def test_parameter_count_equals_arrays_and_hand_formula(family, overrides):
 def test_forward_flops_match_xla_cost_analysis(family, overrides):
     """Analytic forward FLOPs per example agree with the compiled forward pass
     within 10% (XLA also counts activations, pooling and the like)."""
-    cfg, spec = model_and_spec(small(family, **overrides))
-    prepared = train.setup(cfg, parallel.make_mesh(cfg.mesh, jax.devices()[:1]))
+    the_plan, spec = model_and_spec(small(family, **overrides))
+    cfg = the_plan.cfg
+    prepared = train.setup(the_plan, parallel.make_mesh(cfg.mesh, jax.devices()[:1]))
     state = prepared.abstract_state
     batch = {'inputs': jax.ShapeDtypeStruct((16, *spec.input_shape), np.int32 if spec.task == 'lm' else np.float32)}
     forward = functools.partial(train._forward, prepared.spec, train=False, rngs=None)
@@ -128,7 +132,7 @@ def test_forward_flops_match_xla_cost_analysis(family, overrides):
     (8, 3, 1, 2 + 3 * 6 + 2),   # SAME: the edge outputs see 2 of 3 taps
     (7, 1, 1, 7), (8, 3, 2, 2 + 3 * 3), (28, 5, 1, 3 + 4 + 5 * 24 + 4 + 3)])
 def test_conv_taps_by_hand(n, k, stride, expected):
-    assert flops.conv_taps(n, k, stride) == expected
+    assert layers.conv_taps(n, k, stride) == expected
 
 
 def test_a_family_that_cannot_learn_the_task_is_refused():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from scalelab import plan
 from scalelab import config, data, export, loop, parallel, tasks, train
 from scalelab.data import text
 from scalelab.errors import ConfigError
@@ -42,8 +43,9 @@ def test_finetuning_starts_from_exactly_the_source_parameters(tmp_path, source):
     cfg = finetune_cfg(**{'train.init_from': str(source)})
     loop.run(cfg, tmp_path)
     # The source model's loss on the fine-tuning run's first batch, computed independently.
-    resolved = config.resolve(cfg, jax.device_count())
-    prepared = train.setup(resolved, parallel.make_mesh(resolved.mesh))
+    the_plan = plan.make(cfg, jax.device_count())
+    resolved = the_plan.cfg
+    prepared = train.setup(the_plan, parallel.make_mesh(resolved.mesh))
     params = export.arrange(export.load_params_flat(source), prepared.abstract_state['params'])
     batch = data.load(resolved.data, 16, resolved.seed).train_batch(0, slice(0, 16))
     logits = nnx.merge(prepared.spec.graphdef, params)(jnp.asarray(batch['inputs']))

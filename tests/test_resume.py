@@ -11,6 +11,8 @@ import jax
 import numpy as np
 import pytest
 
+from scalelab.models import naming
+from scalelab import plan
 from scalelab import checkpoint, config, export, loop, parallel, train
 from tests.helpers import REPO, TEST_CACHE, losses, run_cli, tiny_lm
 
@@ -93,7 +95,7 @@ def test_checkpoint_from_one_mesh_resumes_on_another(tmp_path):
     restored = restore_on_mesh(cfg(10, (1, 1, 8)), tmp_path / 'moved')
     kernel = restored['params']['blocks'][0]['mlp']['up']['kernel']
     assert kernel.sharding.mesh.axis_sizes == (1, 1, 8) and tuple(kernel.sharding.spec) == (None, 'tensor')
-    jax.tree.map(np.testing.assert_array_equal, export.flatten(restored['params']), saved)
+    jax.tree.map(np.testing.assert_array_equal, naming.flatten(restored['params']), saved)
 
     loop.run(cfg(20, (8, 1, 1)), tmp_path / 'reference')
     summary = loop.run(cfg(20, (1, 1, 8)), tmp_path / 'moved')
@@ -106,8 +108,9 @@ def test_checkpoint_from_one_mesh_resumes_on_another(tmp_path):
 
 
 def restore_on_mesh(cfg, workdir):
-    cfg = config.resolve(cfg, jax.device_count())
-    prepared = train.setup(cfg, parallel.make_mesh(cfg.mesh))
+    the_plan = plan.make(cfg, jax.device_count())
+    cfg = the_plan.cfg
+    prepared = train.setup(the_plan, parallel.make_mesh(cfg.mesh))
     ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', every_steps=1, keep=1, async_save=False)
     target = checkpoint.abstract_target(prepared.abstract_state, prepared.shardings)
     state, record = ckpt.restore(ckpt.latest_step(), target)

@@ -46,7 +46,7 @@ def test_expansion_crosses_axes_and_solves_shapes(monkeypatch):
     assert len(points) == 6  # 3 sizes x 2 seeds
     assert len({p.name for p in points}) == 6
     for p in points:
-        n = points_lib.count(p.config, 'non_embedding')
+        n = points_lib.count(p.plan, 'non_embedding')
         assert abs(n / p.axes['target_params'] - 1) <= 0.05
         assert p.config.train.tokens == pytest.approx(2.0 * n, abs=1)
         assert p.config.seed == p.axes['seed']
@@ -73,7 +73,7 @@ def test_dry_run_and_emitted_commands(tmp_path):
     sweep = tiny_sweep()
     total = 0.0
     for row, point in zip(rows, points_lib.expand(sweep, num_devices=1)):
-        n = points_lib.count(point.config, 'with_head')  # the N column is the N of C = 6 N D (the head counted)
+        n = points_lib.count(point.plan, 'with_head')  # the N column is the N of C = 6 N D (the head counted)
         assert n == flops.param_counts(point.config.model, spec := data_lib.spec(point.config.data))['non_embedding'] \
             + point.config.model.d_model * spec.num_outputs
         tokens = point.config.train.steps * point.config.train.global_batch * point.config.data.seq_len
@@ -160,7 +160,7 @@ def test_isoflop_on_a_sweeps_own_table_recovers_the_true_exponent(tmp_path):
     with the loss of a known Chinchilla law in (N with the head, D). The table results.collect
     writes from their summaries (the counted FLOPs, attention included, differ from 6ND by
     1-12% across these sizes) must give back the law's N_opt exponent within 0.02."""
-    from scalelab import config, flops, scaling
+    from scalelab import flops, plan, scaling
     from scalelab import data as data_lib
     from tests.helpers import tiny_lm
     truth = scaling.Chinchilla(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.28)
@@ -173,13 +173,12 @@ def test_isoflop_on_a_sweeps_own_table_recovers_the_true_exponent(tmp_path):
         for d_model, n_layers in shapes:
             cfg = tiny_lm(**{'model.d_model': d_model, 'model.n_layers': n_layers, 'model.n_heads': d_model // 8,
                              'model.d_ff': 4 * d_model})
-            point = points_lib.Point(f'b{budget}-d{d_model}-l{n_layers}', {}, {}, config.resolve(cfg, 8))
-            n = points_lib.count(point.config, 'with_head')
+            point = points_lib.Point(f'b{budget}-d{d_model}-l{n_layers}', {}, {}, plan.make(cfg, 8))
+            n = points_lib.count(point.plan, 'with_head')
             if not 0.2 < n / n_center < 5:
                 continue
             tokens = C / (6 * n)
-            counted_per_token = flops.train_flops_per_step(point.config.model, data_lib.spec(
-                point.config.data), 1) / point.config.data.seq_len
+            counted_per_token = point.plan.flops_per_step / point.plan.tokens_per_step
             summary = {'status': 'completed', 'params': {'total': n, 'embedding': 0}, 'tokens': tokens,
                        'flops': counted_per_token * tokens, 'eval_loss': float(truth.predict(n, tokens))}
             (tmp_path / 'points' / point.name).mkdir(parents=True)

@@ -64,7 +64,7 @@ def test_parameter_count_matches_the_hand_count(overrides):
                                                                       else 1)
     positions = 0 if overrides.get('position') == 'rope' else 2 * 12 * d
     assert counted['embedding'] == tables * V * d + positions
-    assert flops.seq2seq_params(cfg) == counted
+    assert seq2seq.param_counts(cfg) == counted
 
 
 def test_train_flops_match_xla_cost_analysis():

@@ -1,33 +1,22 @@
 """Model families and the registry that maps `config.model.name` to one.
 
-A family module provides: default_config(), resolve(cfg) (fills derived values),
-validate(cfg, spec) -> list of problems, CHOICES (key -> valid values),
-POSITIVE (keys that must be > 0), EMBEDDING_PARAMS (top-level attributes
-counted as embedding), TASKS (what it can learn), DEFAULT_DATA (a source name)
-and Model(cfg, spec, rngs=...), called as model(inputs, train=..., rngs=...).
+A family is a subclass of models.base.Family (its docstring lists what a family
+provides) in its own file; adding one touches that file and FAMILIES below.
 """
 from __future__ import annotations
-
-import types
 
 import jax
 import ml_collections
 from flax import nnx
 
-from scalelab.models import cnn, lstm, mlp, resnet, seq2seq, transformer
+from scalelab.models import base, cnn, lstm, mlp, resnet, seq2seq, transformer
 from scalelab.tasks import DataSpec
 
-FAMILIES: dict[str, types.ModuleType] = {
-    'transformer': transformer,
-    'mlp': mlp,
-    'cnn': cnn,
-    'resnet': resnet,
-    'lstm': lstm,
-    'seq2seq': seq2seq,
-}
+FAMILIES: dict[str, type[base.Family]] = {f.name: f for f in (
+    transformer.Transformer, mlp.MLP, cnn.CNN, resnet.ResNet, lstm.LSTM, seq2seq.Seq2Seq)}
 
 
-def family(name: str) -> types.ModuleType:
+def family(name: str) -> type[base.Family]:
     if name not in FAMILIES:
         raise KeyError(f'model.name={name!r}: unknown model family; valid: {sorted(FAMILIES)}')
     return FAMILIES[name]
@@ -43,15 +32,13 @@ def resolve(cfg: ml_collections.ConfigDict, spec: DataSpec) -> None:
 
 def lr_groups(cfg: ml_collections.ConfigDict):
     """Per-parameter learning-rate groups a family asks for (muP), or None."""
-    groups = getattr(family(cfg.name), 'lr_groups', None)
-    return groups(cfg) if groups else None
+    return family(cfg.name).lr_groups(cfg)
 
 
 def stacked_prefix(cfg: ml_collections.ConfigDict) -> str | None:
     """The top-level attribute whose leaves hold every layer on their first axis
     (scan over layers), or None: diagnostics name each layer's norms alike either way."""
-    stacked = getattr(family(cfg.name), 'stacked_prefix', None)
-    return stacked(cfg) if stacked else None
+    return family(cfg.name).stacked_prefix(cfg)
 
 
 def build(cfg: ml_collections.ConfigDict, spec: DataSpec, seed: int | jax.Array) -> nnx.Module:

@@ -6,7 +6,7 @@ import math
 import ml_collections
 from flax import nnx
 
-from scalelab.models import layers
+from scalelab.models import base, layers
 from scalelab.parallel import constrain
 
 TASKS = ('classification',)
@@ -72,3 +72,38 @@ class Model(nnx.Module):
             h = nnx.max_pool(h, (2, 2), strides=(2, 2), padding='VALID')
         h = constrain(act(self.hidden(h.reshape(h.shape[0], -1))), 'act_batch', 'act_mlp')
         return self.out(h)
+
+
+def _conv_layers(cfg, spec):
+    """(c_in, c_out, height, width) of each conv at the resolution it computes, and the flat size after them."""
+    height, width, c_in = spec.input_shape
+    out = []
+    for i in range(cfg.depth):
+        c_out = cfg.channels * 2 ** i
+        out.append((c_in, c_out, height, width))
+        c_in, height, width = c_out, height // 2, width // 2
+    return out, height * width * c_in
+
+
+def param_counts(cfg, spec) -> dict[str, int]:
+    convs, flat = _conv_layers(cfg, spec)
+    k2 = cfg.kernel_size ** 2
+    return layers.no_embedding(sum(k2 * a * b + b for a, b, _, _ in convs)
+                               + layers.dense_params([flat, cfg.head_width, spec.num_outputs], True))
+
+
+def forward_flops(cfg, spec, causal: bool = True) -> float:
+    """Convolutions: 2 C_in C_out x (taps inside the image), i.e. 2 k_h k_w C_in C_out
+    H_out W_out less the padding; then the dense head."""
+    convs, flat = _conv_layers(cfg, spec)
+    k = cfg.kernel_size
+    return (2.0 * sum(a * b * layers.conv_taps(h, k) * layers.conv_taps(w, k) for a, b, h, w in convs)
+            + layers.dense_flops([flat, cfg.head_width, spec.num_outputs]))
+
+
+class CNN(base.Family):
+    name = 'cnn'
+    TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS = TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS
+    Model = Model
+    default_config, resolve, validate = staticmethod(default_config), staticmethod(resolve), staticmethod(validate)
+    param_counts, forward_flops = staticmethod(param_counts), staticmethod(forward_flops)

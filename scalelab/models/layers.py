@@ -90,3 +90,30 @@ def vocab_problems(vocab_size: int, spec) -> list[str]:
         return [f'model.vocab_size={vocab_size} (the model) is smaller than the {spec.num_outputs} ids of '
                 f'{where}; set model.vocab_size=0 to take the tokenizer\'s, or a larger value']
     return []
+
+
+# --- counting: the arithmetic of the layers above, shared by the families' hand counts ---
+
+
+def dense_params(dims, bias: bool) -> int:
+    """Parameters of Dense layers dims[0] -> dims[1] -> ... (weights, and biases if any)."""
+    return sum(a * b + (b if bias else 0) for a, b in zip(dims[:-1], dims[1:]))
+
+
+def dense_flops(dims) -> float:
+    """Forward FLOPs of the same layers: 2 fan_in fan_out each."""
+    return 2.0 * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+
+
+def conv_taps(n: int, k: int, stride: int = 1) -> int:
+    """Kernel taps that land inside a length-n input, summed over the outputs of a
+    SAME-padded convolution: the padding's zeros are no arithmetic. Without
+    padding this is k * n_out; 2-D convolutions multiply the two axes' counts."""
+    out = -(-n // stride)
+    pad_lo = max((out - 1) * stride + k - n, 0) // 2
+    return sum(min(i * stride - pad_lo + k, n) - max(i * stride - pad_lo, 0) for i in range(out))
+
+
+def no_embedding(total: int) -> dict[str, int]:
+    """Counts of a family with no embedding parameters."""
+    return {'total': total, 'embedding': 0, 'non_embedding': total}

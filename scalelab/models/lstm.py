@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from scalelab.models import layers
+from scalelab.models import base, layers
 from scalelab.parallel import constrain
 
 TASKS = ('lm',)
@@ -65,3 +65,31 @@ class Model(nnx.Module):
             _, x_LxBxD = jax.lax.scan(step, carry, x_LxBxD)
             x_LxBxD = constrain(x_LxBxD, None, 'act_batch', 'act_mlp')
         return self.head(jnp.swapaxes(x_LxBxD, 0, 1))
+
+
+def param_counts(cfg, spec) -> dict[str, int]:
+    d_in = [cfg.d_embed] + [cfg.d_hidden] * (cfg.n_layers - 1)
+    cells = sum(4 * (a * cfg.d_hidden + cfg.d_hidden * cfg.d_hidden + cfg.d_hidden) for a in d_in)
+    embedding = cfg.vocab_size * cfg.d_embed + cfg.d_hidden * cfg.vocab_size + cfg.vocab_size
+    return {'total': embedding + cells, 'embedding': embedding, 'non_embedding': cells}
+
+
+def forward_flops(cfg, spec, causal: bool = True) -> float:
+    """Per time step: four gates of (input + recurrent) matmuls per layer, then the head."""
+    d_in = [cfg.d_embed] + [cfg.d_hidden] * (cfg.n_layers - 1)
+    per_step = sum(2 * 4 * cfg.d_hidden * (a + cfg.d_hidden) for a in d_in) + 2 * cfg.d_hidden * cfg.vocab_size
+    return float(spec.input_shape[0] * per_step)
+
+
+def head_params(cfg) -> int:
+    """The output layer, weights and biases: its matmul is the head's."""
+    return (cfg.d_hidden + 1) * cfg.vocab_size
+
+
+class LSTM(base.Family):
+    name = 'lstm'
+    TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS = TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS
+    Model = Model
+    default_config, resolve, validate = staticmethod(default_config), staticmethod(resolve), staticmethod(validate)
+    param_counts, forward_flops = staticmethod(param_counts), staticmethod(forward_flops)
+    head_params = staticmethod(head_params)

@@ -6,7 +6,7 @@ import math
 import ml_collections
 from flax import nnx
 
-from scalelab.models import layers
+from scalelab.models import base, layers
 from scalelab.parallel import constrain
 
 TASKS = ('classification', 'regression')
@@ -58,3 +58,23 @@ class Model(nnx.Module):
                 h = layers.ACTIVATIONS[self.activation](h)
                 h = constrain(h, 'act_batch', f'act_{self.axes[i + 1]}')
         return h
+
+
+def param_counts(cfg, spec) -> dict[str, int]:
+    return layers.no_embedding(layers.dense_params(_dims(cfg, spec), cfg.use_bias))
+
+
+def forward_flops(cfg, spec, causal: bool = True) -> float:
+    return layers.dense_flops(_dims(cfg, spec))
+
+
+def _dims(cfg, spec) -> list[int]:
+    return [math.prod(spec.input_shape)] + [cfg.width] * cfg.depth + [spec.num_outputs]
+
+
+class MLP(base.Family):
+    name = 'mlp'
+    TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS = TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS
+    Model = Model
+    default_config, resolve, validate = staticmethod(default_config), staticmethod(resolve), staticmethod(validate)
+    param_counts, forward_flops = staticmethod(param_counts), staticmethod(forward_flops)

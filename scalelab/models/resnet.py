@@ -14,7 +14,7 @@ import jax
 import ml_collections
 from flax import nnx
 
-from scalelab.models import layers
+from scalelab.models import base, layers
 from scalelab.models.cnn import conv
 from scalelab.parallel import constrain
 
@@ -113,3 +113,43 @@ class Model(nnx.Module):
         for block in self.blocks:
             h = block(h, train)
         return self.head(jax.numpy.mean(h, axis=(1, 2)))  # global average pool
+
+
+def _convs(cfg, spec):
+    """(kernel, stride, c_in, c_out, input height, input width) of every convolution, and the last width."""
+    height, width, c_in = spec.input_shape
+    channels = stage_channels(cfg)
+    convs = [(3, 1, c_in, channels[0], height, width)]
+    c_in = channels[0]
+    for s, c_out in enumerate(channels):
+        for b in range(cfg.blocks_per_stage):
+            stride = 2 if s > 0 and b == 0 else 1
+            convs.append((3, stride, c_in, c_out, height, width))
+            if stride != 1 or c_in != c_out:
+                convs.append((1, stride, c_in, c_out, height, width))
+            height, width = -(-height // stride), -(-width // stride)  # SAME padding
+            convs.append((3, 1, c_out, c_out, height, width))
+            c_in = c_out
+    return convs, c_in
+
+
+def param_counts(cfg, spec) -> dict[str, int]:
+    convs, c_last = _convs(cfg, spec)
+    per_norm = 0 if cfg.norm == 'none' else 2  # scale and bias per channel (batch statistics are state)
+    bias = 1 if cfg.norm == 'none' else 0
+    return layers.no_embedding(sum(k * k * a * b + b * (bias + per_norm) for k, _, a, b, _, _ in convs)
+                               + layers.dense_params([c_last, spec.num_outputs], True))
+
+
+def forward_flops(cfg, spec, causal: bool = True) -> float:
+    convs, c_last = _convs(cfg, spec)
+    return (2.0 * sum(a * b * layers.conv_taps(h, k, s) * layers.conv_taps(w, k, s) for k, s, a, b, h, w in convs)
+            + layers.dense_flops([c_last, spec.num_outputs]))
+
+
+class ResNet(base.Family):
+    name = 'resnet'
+    TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS = TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS
+    Model = Model
+    default_config, resolve, validate = staticmethod(default_config), staticmethod(resolve), staticmethod(validate)
+    param_counts, forward_flops = staticmethod(param_counts), staticmethod(forward_flops)

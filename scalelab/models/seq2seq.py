@@ -17,7 +17,7 @@ import ml_collections
 from flax import nnx
 
 from scalelab.data import translation
-from scalelab.models import layers, transformer
+from scalelab.models import base, layers, transformer
 from scalelab.parallel import constrain
 
 TASKS = ('seq2seq',)
@@ -176,3 +176,47 @@ class Model(nnx.Module):
         logits_BxTxV = constrain(logits_BxTxV, 'act_batch', 'act_seq', 'act_vocab')
         new_kv = None if kv is None else (jnp.stack(new_k), jnp.stack(new_v))
         return logits_BxTxV, new_kv, jnp.max(jnp.stack(max_scores))
+
+
+# --- counts: models/base.py's param_counts and forward_flops ---------------------------
+
+
+def param_counts(cfg, spec=None) -> dict[str, int]:
+    """Encoder layers (2 norms, self-attention, MLP), decoder layers (3 norms, self- and
+    cross-attention, MLP), a final norm after each; embeddings as the options share them."""
+    norm, attention, mlp = transformer.layer_params(cfg)
+    non_embedding = (cfg.n_layers * (2 * norm + attention + mlp)
+                     + cfg.n_decoder_layers * (3 * norm + 2 * attention + mlp) + 2 * norm)
+    d, vocab = cfg.d_model, cfg.vocab_size
+    embedding = vocab * d * (1 if cfg.share_embeddings else 2)
+    embedding += 2 * cfg.max_len * d if cfg.position == 'learned' else 0  # source and target tables
+    embedding += 0 if cfg.tie_embeddings else d * vocab
+    return {'total': embedding + non_embedding, 'embedding': embedding, 'non_embedding': non_embedding}
+
+
+def forward_flops(cfg, spec, causal: bool = True) -> float:
+    """Matmul FLOPs of one forward pass over a (source, target) pair of padded lengths.
+
+    Encoder: the decoder-only count per source token with attention both ways. Decoder:
+    self-attention and MLP per target token, cross-attention's q and o per target token but
+    its k and v once per source token (computed once from the encoder's output), and its
+    context 4 d per (target, source) pair; the output head per target token."""
+    source_len, target_len = spec.input_shape
+    d = cfg.d_model
+    q_o, k_v, mlp = transformer.layer_matmul_weights(cfg)
+    encoder = cfg.n_layers * source_len * (q_o + k_v + mlp + 2 * source_len * d)
+    per_target = 2 * q_o + k_v + mlp  # self-attention, cross q and o, MLP
+    decoder = cfg.n_decoder_layers * (target_len * per_target + source_len * k_v
+                                      + 2 * target_len * target_len * d * (0.5 if causal else 1.0)
+                                      + 2 * target_len * source_len * d)
+    return 2.0 * (encoder + decoder + target_len * d * cfg.vocab_size)
+
+
+class Seq2Seq(base.Family):
+    name = 'seq2seq'
+    TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS = TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS
+    SUPPORTS = frozenset({'kv_cache'})
+    Model = Model
+    default_config, resolve, validate = staticmethod(default_config), staticmethod(resolve), staticmethod(validate)
+    param_counts, forward_flops = staticmethod(param_counts), staticmethod(forward_flops)
+    head_params = staticmethod(transformer.head_params)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from scalelab.models import layers
+from scalelab.models import base, layers
 from scalelab.parallel import constrain
 
 TASKS = ('lm',)
@@ -95,6 +95,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> None:
 
 
 def validate(cfg: ml_collections.ConfigDict, spec) -> list[str]:
+    """Problems of a resolved section (resolve has filled n_heads, d_ff and n_kv_heads)."""
     problems = []
     seq_len = spec.input_shape[0]
     problems += layers.vocab_problems(cfg.vocab_size, spec)
@@ -110,9 +111,8 @@ def validate(cfg: ml_collections.ConfigDict, spec) -> list[str]:
     if cfg.zero_readout and cfg.tie_embeddings:
         problems.append('model.zero_readout=True: needs model.tie_embeddings=False (a zero readout would '
                         'zero the tied input embedding too)')
-    n_heads = cfg.d_model // cfg.head_dim if cfg.head_dim > 0 and cfg.d_model % cfg.head_dim == 0 else cfg.n_heads
-    if cfg.n_kv_heads < 0 or (cfg.n_kv_heads > 0 and n_heads % cfg.n_kv_heads):
-        problems.append(f'model.n_kv_heads={cfg.n_kv_heads}: must divide model.n_heads={n_heads} '
+    if cfg.n_kv_heads < 0 or (cfg.n_kv_heads > 0 and cfg.n_heads % cfg.n_kv_heads):
+        problems.append(f'model.n_kv_heads={cfg.n_kv_heads}: must divide model.n_heads={cfg.n_heads} '
                         '(or be 0 for n_heads)')
     for key in ('attn_softcap', 'logit_softcap', 'attn_mult', 'output_mult', 'embed_mult'):
         if cfg[key] < 0 or (key.endswith('mult') and cfg[key] == 0):
@@ -476,3 +476,69 @@ def _hidden_std(cfg) -> float:
 def _residual_std(cfg) -> float:
     std = _hidden_std(cfg)
     return std / math.sqrt(2 * cfg.n_layers) if cfg.scale_residual_init else std
+
+
+# --- counts: models/base.py's param_counts and forward_flops, term by term --------------
+
+
+def layer_params(cfg) -> tuple[int, int, int]:
+    """(one norm, one attention, one MLP) of a Block, term by term (seq2seq's blocks too)."""
+    d, f, bias = cfg.d_model, cfg.d_ff, cfg.use_bias
+    per_norm = 2 if cfg.norm == 'layernorm' and bias else 1  # scale (+ bias)
+    kv = (cfg.n_kv_heads or cfg.n_heads) * (d // cfg.n_heads)  # width of k and of v (grouped-query: < d)
+    attention = 2 * d * d + 2 * d * kv + ((2 * d + 2 * kv) if bias else 0)  # q, o; k, v (+ biases)
+    attention += 2 * (d // cfg.n_heads) * per_norm if cfg.qk_norm else 0  # q and k norms, one head wide
+    n_mlp_in = 2 if cfg.mlp == 'swiglu' else 1
+    mlp = (n_mlp_in + 1) * d * f + ((n_mlp_in * f + d) if bias else 0)
+    return d * per_norm, attention, mlp
+
+
+def layer_matmul_weights(cfg) -> tuple[int, int, int]:
+    """(q and o; k and v; the MLP's) weights one token meets in one layer: biases and norms
+    are not matmuls, and k and v are narrower with grouped-query attention."""
+    d = cfg.d_model
+    kv = (cfg.n_kv_heads or cfg.n_heads) * (d // cfg.n_heads)
+    return 2 * d * d, 2 * d * kv, (3 if cfg.mlp == 'swiglu' else 2) * d * cfg.d_ff
+
+
+def param_counts(cfg, spec=None) -> dict[str, int]:
+    norm, attention, mlp = layer_params(cfg)
+    non_embedding = cfg.n_layers * (2 * norm + attention + mlp) + norm   # + final norm
+    embedding = cfg.vocab_size * cfg.d_model
+    embedding += cfg.max_len * cfg.d_model if cfg.position == 'learned' else 0
+    embedding += 0 if cfg.tie_embeddings else cfg.d_model * cfg.vocab_size
+    return {'total': embedding + non_embedding, 'embedding': embedding, 'non_embedding': non_embedding}
+
+
+def forward_flops_per_token(cfg, seq_len: int, causal: bool = True) -> float:
+    """Matmul FLOPs per token of one forward pass.
+
+    Weights: 2 per weight (q, k, v, o, MLP, unembedding; k and v are narrower with grouped-query
+    attention). Attention context: QK^T and AV are 2 * seq_len * d_model each per layer; causal
+    attention needs only the lower triangle, half of it (Kaplan's 2 n_layer n_ctx d_attn).
+    XLA computes the full square and masks it, so compare against causal=False.
+    """
+    weights = cfg.n_layers * sum(layer_matmul_weights(cfg)) + cfg.d_model * cfg.vocab_size
+    context = cfg.n_layers * 4 * seq_len * cfg.d_model * (0.5 if causal else 1.0)
+    return 2.0 * weights + context
+
+
+def forward_flops(cfg, spec, causal: bool = True) -> float:
+    seq_len = spec.input_shape[0]
+    return seq_len * forward_flops_per_token(cfg, seq_len, causal)
+
+
+def head_params(cfg) -> int:
+    """The output head, d_model x vocab: its matmul runs whether or not it is tied to the input embedding."""
+    return cfg.d_model * cfg.vocab_size
+
+
+class Transformer(base.Family):
+    name = 'transformer'
+    TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS = TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS
+    SUPPORTS = frozenset({'mup', 'scan_layers', 'remat', 'kv_cache', 'cudnn'})
+    Model = Model
+    default_config, resolve, validate = staticmethod(default_config), staticmethod(resolve), staticmethod(validate)
+    param_counts, forward_flops = staticmethod(param_counts), staticmethod(forward_flops)
+    head_params, lr_groups = staticmethod(head_params), staticmethod(lr_groups)
+    stacked_prefix = staticmethod(stacked_prefix)

@@ -251,7 +251,6 @@ def sweep_main() -> int:
     import jax
 
     from scalelab import flops
-    from scalelab import data as data_lib
     from scalelab.sweep import points as points_lib
     from scalelab.sweep import lr_laws, results, runner
     sweep, workdir = _CONFIG.value, Path(_WORKDIR.value)
@@ -267,12 +266,10 @@ def sweep_main() -> int:
           f'{flops.FLOP_CONVENTION}):')
     print(f'{"name":<28} {"d_model":>7} {"layers":>6} {"N":>11} {"tokens":>10} {"steps":>6} {"C=6ND":>9}  done')
     for point in points:
-        c = point.config
-        n = points_lib.count(c, sweep.fit.count)
+        c, plan = point.config, point.plan
         done = runner.is_finished(runner.point_dir(workdir, point), point)
-        print(f'{point.name:<28} {c.model.d_model:>7} {c.model.n_layers:>6} {n:>11,} '
-              f'{c.train.steps * c.train.global_batch * flops.tokens_per_example(data_lib.spec(c.data)):>10.3g} '
-              f'{c.train.steps:>6} '
+        print(f'{point.name:<28} {c.model.d_model:>7} {c.model.n_layers:>6} {plan.param_counts[sweep.fit.count]:>11,} '
+              f'{plan.steps * plan.tokens_per_step:>10.3g} {plan.steps:>6} '
               f'{points_lib.planned_flops(point):>9.3g}  {"yes" if done else ""}')
     print(f'total {sum(points_lib.planned_flops(p) for p in points):.3g} FLOPs')
     if left_out:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from scalelab import config, flops, models, shapes
+from scalelab import models, shapes
+from scalelab import plan as plan_lib
 from scalelab import data as data_lib
 from scalelab.errors import ConfigError
 
@@ -69,9 +70,14 @@ def from_dict(saved: dict) -> ConfigDict:
 @dataclasses.dataclass(frozen=True)
 class Point:
     name: str
-    axes: dict          # this point's axis values
-    overrides: dict     # 'a.b' -> value: everything that differs from the base file
-    config: ConfigDict  # the resolved run config
+    axes: dict              # this point's axis values
+    overrides: dict         # 'a.b' -> value: everything that differs from the base file
+    plan: plan_lib.Plan     # the run it is: config resolved once, counts and FLOPs derived
+
+    @property
+    def config(self) -> ConfigDict:
+        """The resolved run config."""
+        return self.plan.cfg
 
 
 def load_experiment(spec: str) -> ConfigDict:
@@ -129,12 +135,13 @@ def expand(sweep: ConfigDict, num_devices: int, left_out: list | None = None) ->
             if key not in SPECIAL_AXES:
                 set_key(cfg, key, value)
                 overrides[key] = value
+        spec = data_lib.spec(cfg.data)  # once per point: the plan takes it
         if 'target_params' in axes:
             if cfg.model.name != 'transformer':
                 raise ConfigError([f'axes.target_params: shapes are solved for transformers, '
                                    f'not model.name={cfg.model.name!r}'])
             model = ConfigDict(cfg.model.to_dict())
-            models.resolve(model, data_lib.spec(cfg.data))
+            models.resolve(model, spec)
             try:
                 solved = shapes.solve_transformer(axes['target_params'], model, sweep.shape)
             except ValueError as e:
@@ -143,10 +150,11 @@ def expand(sweep: ConfigDict, num_devices: int, left_out: list | None = None) ->
                 cfg.model[key] = solved[key]
                 overrides[f'model.{key}'] = solved[key]
         if 'tokens_per_param' in axes:
-            cfg.train.tokens = float(round(axes['tokens_per_param'] * count(cfg, sweep.shape.count)))
+            n = count(plan_lib.make(cfg, num_devices, spec), sweep.shape.count)
+            cfg.train.tokens = float(round(axes['tokens_per_param'] * n))
             overrides['train.tokens'] = cfg.train.tokens
         name = f'p{index:02d}' + ''.join(f'-{_label(k)}{_short(v)}' for k, v in axes.items())
-        point = Point(name, axes, overrides, config.resolve(cfg, num_devices))
+        point = Point(name, axes, overrides, plan_lib.make(cfg, num_devices, spec))
         reason = outside_keep(sweep, point)
         if reason is None:
             points.append(point)
@@ -157,37 +165,36 @@ def expand(sweep: ConfigDict, num_devices: int, left_out: list | None = None) ->
 
 def outside_keep(sweep: ConfigDict, point: Point) -> str | None:
     """Why `sweep.keep` leaves this point out, or None when it stays."""
-    keep, c = sweep.keep, point.config
-    tokens = c.train.steps * c.train.global_batch * flops.tokens_per_example(data_lib.spec(c.data))
-    ratio = tokens / count(c, sweep.fit.count)
+    keep, plan = sweep.keep, point.plan
+    ratio = plan.steps * plan.tokens_per_step / count(plan, sweep.fit.count)
     if keep.min_tokens_per_param and ratio < keep.min_tokens_per_param:
         return f'{ratio:.3g} tokens per parameter < keep.min_tokens_per_param={keep.min_tokens_per_param:g}'
     if keep.max_tokens_per_param and ratio > keep.max_tokens_per_param:
         return f'{ratio:.3g} tokens per parameter > keep.max_tokens_per_param={keep.max_tokens_per_param:g}'
-    if keep.min_steps and c.train.steps < keep.min_steps:
-        return f'{c.train.steps} steps < keep.min_steps={keep.min_steps}'
+    if keep.min_steps and plan.steps < keep.min_steps:
+        return f'{plan.steps} steps < keep.min_steps={keep.min_steps}'
     return None
 
 
-def count(cfg: ConfigDict, which: str) -> int:
-    """A parameter count of cfg's model: non_embedding, total or with_head (flops.scaling_params)."""
-    model = ConfigDict(cfg.model.to_dict())
-    spec = data_lib.spec(cfg.data)
-    models.resolve(model, spec)
-    counts = flops.param_counts(model, spec)
-    return flops.scaling_params(counts, model) if which == 'with_head' else counts[which]
+def count(plan: plan_lib.Plan, which: str) -> int:
+    """A parameter count of the plan's model: non_embedding, total or with_head (flops.scaling_params)."""
+    return plan.param_counts[which]
 
 
 def planned_flops(point: Point) -> float:
     """The point's compute C = 6 N D (flops.FLOP_CONVENTION)."""
-    c = point.config
-    return c.train.steps * flops.scaling_flops_per_step(c.model, data_lib.spec(c.data), c.train.global_batch)
+    return point.plan.scaling_flops
 
 
 def run_command(sweep: ConfigDict, point: Point, workdir: Path, extra: tuple[str, ...] = ()) -> list[str]:
     """The `python -m scalelab.run ...` argv that trains this point."""
-    args = [sys.executable, '-m', 'scalelab.run', '--config', sweep.base, f'--workdir={workdir}']
-    args += [f'--config.{key}={_flag_value(value)}' for key, value in point.overrides.items()]
+    return command(sweep.base, point.overrides, workdir, extra)
+
+
+def command(base: str, overrides: dict, workdir: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    """The `python -m scalelab.run ...` argv of the base config file with `overrides`."""
+    args = [sys.executable, '-m', 'scalelab.run', '--config', base, f'--workdir={workdir}']
+    args += [f'--config.{key}={_flag_value(value)}' for key, value in overrides.items()]
     return args + list(extra)
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from scalelab import data as data_lib
 from scalelab import files, flops, isoflop, scaling, shapes, tasks
 from scalelab.sweep import checks
 from scalelab.sweep import points as points_lib
@@ -35,10 +34,10 @@ def collect(sweep, points: list[points_lib.Point], workdir: Path) -> list[dict]:
         summary = runner.read_summary(runner.point_dir(workdir, point)) or {}
         params = summary.get('params', {})
         model = point.config.model
-        n_with_head, tokens = points_lib.count(point.config, 'with_head'), summary.get('tokens')
+        n_with_head, tokens = point.plan.param_counts['with_head'], summary.get('tokens')
         rows.append({
             'name': point.name, 'status': summary.get('status', 'missing'),
-            'N': points_lib.count(point.config, sweep.fit.count), 'N_with_head': n_with_head,
+            'N': point.plan.param_counts[sweep.fit.count], 'N_with_head': n_with_head,
             'N_total': params.get('total'), 'N_embedding': params.get('embedding'), 'D': tokens,
             'C': None if tokens is None else 6.0 * n_with_head * tokens, 'C_counted': summary.get('flops'),
             'flop_convention': flops.FLOP_CONVENTION,
@@ -47,7 +46,7 @@ def collect(sweep, points: list[points_lib.Point], workdir: Path) -> list[dict]:
             'tokenizer': tokenizer_name(summary.get('data', {}).get('tokenizer')),
             'steps': summary.get('step'), 'd_model': model.d_model, 'n_layers': model.n_layers,
             'n_heads': model.n_heads, 'wall_time_s': summary.get('wall_time_s'),
-            'attn_logit_max': summary.get('attn_logit_max'), 'uniform_loss': uniform_loss(point.config),
+            'attn_logit_max': summary.get('attn_logit_max'), 'uniform_loss': uniform_loss(point.plan.spec),
             **{metric: summary.get(metric) for metric in sweep.fit.also},
             **{key: value for key, value in point.axes.items()},
         })
@@ -61,10 +60,9 @@ def tokenizer_name(described) -> str | None:
     return described
 
 
-def uniform_loss(cfg) -> float | None:
+def uniform_loss(spec) -> float | None:
     """ln(outputs): the loss of a uniform prediction, which a model at initialisation is near
     (lr_laws.lr_sensitivity's initial loss); None for regression."""
-    spec = data_lib.spec(cfg.data)
     return math.log(spec.num_outputs) if spec.task in tasks.LOGIT_TASKS else None
 
 

@@ -47,8 +47,7 @@ def prediction(sweep_dir: Path) -> dict:
             'trained_shape': {'d_model': solved.d_model, 'n_layers': solved.n_layers, 'N': n_trained,
                               'D': p['C'] / (6 * n_trained), 'count': rule.count},
             'base': sweep.base, 'overrides': overrides,
-            'command': points_lib.shell(points_lib.run_command(sweep, points_lib.Point('verify', {}, overrides, base),
-                                                               Path('runs') / 'verify')),
+            'command': points_lib.shell(points_lib.command(sweep.base, overrides, Path('runs') / 'verify')),
             'predicted_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
 
 
