@@ -31,7 +31,8 @@ def main():
     import numpy as np
 
     from harness import timed, write_result
-    from scalelab import generate, inference, runtime
+    from scalelab.use import generate, inference
+    from scalelab.core import runtime
     runtime.configure()
     lm = inference.load(args.workdir)
     graphdef, params = lm.graphdef, lm.params

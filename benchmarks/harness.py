@@ -21,7 +21,7 @@ def timed(fn):
 
 def write_result(result: dict, out: str | None, name: str) -> Path:
     """Writes `result` as JSON to `out`, else to benchmarks/results/`name` ({host} filled in)."""
-    from scalelab import files
+    from scalelab.core import files
     path = Path(out) if out else RESULTS / name.format(host=platform.node())
     path.parent.mkdir(parents=True, exist_ok=True)
     files.write_json(path, result)

@@ -54,7 +54,7 @@ def parse_args():
 
 
 def shape_config(d_model: int, n_layers: int, args, **model):
-    from scalelab import config
+    from scalelab.training import config
     cfg = config.base_config('transformer')
     cfg.model.update(d_model=d_model, n_layers=n_layers, n_heads=max(1, d_model // args.head_dim), d_ff=0, **model)
     cfg.data.seq_len = args.seq
@@ -69,7 +69,7 @@ class CompiledStep:
         import jax
         import numpy as np
 
-        from scalelab import plan, train
+        from scalelab.training import plan, train
         from scalelab.data import pipeline
         the_plan = plan.make(cfg, len(devices))
         self.cfg = cfg = the_plan.cfg
@@ -128,7 +128,7 @@ def loop_overhead(cfg, steps: int, devices) -> dict:
     vs the bare step, measured alike: bare medians just before and after the loop
     (the machine's speed drifts), and the loop's median logging interval after the
     first (which, like the bare step's two warm-up steps, holds the first steps)."""
-    from scalelab import loop
+    from scalelab.training import loop
     log_every = 5
     intervals = max(3, -(-steps // log_every))
     before = measure_step(cfg.copy_and_resolve_references(), devices, steps)
@@ -189,7 +189,7 @@ def main():
     logging.set_verbosity(logging.WARNING)
 
     from harness import write_result
-    from scalelab import flops
+    from scalelab.science import flops
     devices = jax.devices()
     device = devices[0]
     if args.diagnostics_only:

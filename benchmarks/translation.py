@@ -32,7 +32,10 @@ def main():
     import numpy as np
 
     from harness import timed, write_result
-    from scalelab import decoding, runtime, translate
+    from scalelab.models import decoding
+    from scalelab.training import translation_eval
+    from scalelab.use import translate
+    from scalelab.core import runtime
     from scalelab.data import translation
     runtime.configure()
     translator = translate.load(args.workdir)
@@ -51,14 +54,14 @@ def main():
 
     result = dict(host=platform.node(), device=jax.devices()[0].device_kind, workdir=str(args.workdir),
                   sentences=len(sources), batch=args.batch, length_penalty=args.length_penalty,
-                  signatures=translate.signatures(), searches={})
+                  signatures=translation_eval.signatures(), searches={})
     samples = {}
     for name, beam_size in (('greedy', 1), (f'beam{args.beam_size}', args.beam_size)):
         ids, seconds = {}, {}
         for cached in (True, False):
             ids[cached], seconds[cached] = timed(lambda: decode(beam_size, cached))
-        hypotheses = translate.detokenize(translator.tokenizer, ids[True])
-        metrics = translate.scores(hypotheses, references)
+        hypotheses = translation_eval.detokenize(translator.tokenizer, ids[True])
+        metrics = translation_eval.scores(hypotheses, references)
         samples[name] = hypotheses
         result['searches'][name] = dict(
             beam_size=beam_size, **{k.removeprefix('eval_'): v for k, v in metrics.items()},

@@ -2,7 +2,7 @@
 
     python -m scalelab.run --config experiments/cnn_fashion_mnist.py --workdir runs/cnn
 """
-from scalelab import recipes
+from scalelab.training import recipes
 
 
 def get_config(arg: str = 'fashion_mnist'):

@@ -14,7 +14,7 @@ config.json, so any GPT-2 size fine-tunes with this file.
 import json
 from pathlib import Path
 
-from scalelab import config
+from scalelab.training import config
 
 
 def get_config(source: str = 'runs/gpt2_hf'):

@@ -7,7 +7,7 @@ system ships in /usr/share/common-licenses.
 
 The argument is the source: a run workdir, a checkpoint directory or a .safetensors file.
 """
-from scalelab import recipes
+from scalelab.training import recipes
 
 
 def get_config(source: str = 'runs/lm'):

@@ -9,7 +9,7 @@ minutes; `:small` is GPT-2 small itself (124M parameters), for an accelerator.
         --pattern '*.py' --tokenizer /tmp/whisper/openai_whisper-*/whisper/assets/gpt2.tiktoken --out corpora/stdlib_gpt2
     python -m scalelab.run --config experiments/gpt2_stdlib.py:mini --workdir runs/gpt2_mini
 """
-from scalelab import recipes
+from scalelab.training import recipes
 
 
 def get_config(arg: str = 'mini'):

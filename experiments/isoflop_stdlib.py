@@ -50,7 +50,9 @@ def model_overrides() -> dict:
 
 def ladder_counts(arg: str = 'default') -> tuple[int, ...]:
     """The with-head parameter count of each ladder shape (the sweep's target_params)."""
-    from scalelab import config, models, shapes
+    from scalelab.training import config
+    from scalelab import models
+    from scalelab.science import shapes
     from scalelab import data as data_lib
     cfg = config.base_config('transformer', 'text')
     for key, value in model_overrides().items():

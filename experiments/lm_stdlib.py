@@ -4,7 +4,7 @@
     python -m scalelab.run --config experiments/lm_stdlib.py:tiny --workdir runs/lm_tiny
     python -m scalelab.run --config experiments/lm_stdlib.py:gpt2 --workdir runs/gpt2   # accelerator
 """
-from scalelab import recipes
+from scalelab.training import recipes
 
 
 def get_config(arg: str = 'small'):

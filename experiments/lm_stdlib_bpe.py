@@ -10,7 +10,7 @@ are the byte-level run's, so the two runs' bits per byte compare.
 The model, batch (32 x 128 tokens), steps and optimizer are the default run's; a
 BPE token covers about 3.5 bytes, so this run reads that much more text.
 """
-from scalelab import recipes
+from scalelab.training import recipes
 
 
 def get_config(corpus: str = 'corpora/stdlib_bpe4096'):

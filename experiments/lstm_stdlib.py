@@ -2,7 +2,7 @@
 
     python -m scalelab.run --config experiments/lstm_stdlib.py --workdir runs/lstm
 """
-from scalelab import config
+from scalelab.training import config
 
 
 def get_config(arg: str | None = None):

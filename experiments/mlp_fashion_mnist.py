@@ -3,7 +3,7 @@
     python -m scalelab.run --config experiments/mlp_fashion_mnist.py --workdir runs/mlp
     python -m scalelab.run --config experiments/mlp_fashion_mnist.py:digits --workdir runs/mlp_digits
 """
-from scalelab import recipes
+from scalelab.training import recipes
 
 
 def get_config(arg: str = 'fashion_mnist'):

@@ -3,7 +3,7 @@
     python -m scalelab.run --config experiments/mlp_regression.py --workdir runs/regression
     ... --config.model.width=512 --config.data.width=128   # student and teacher sizes
 """
-from scalelab import config
+from scalelab.training import config
 
 
 def get_config(arg: str | None = None):

@@ -3,7 +3,7 @@
     python -m scalelab.run --config experiments/resnet_fashion_mnist.py --workdir runs/resnet
     ... --config.model.norm=groupnorm   # or layernorm, none
 """
-from scalelab import recipes
+from scalelab.training import recipes
 
 
 def get_config(arg: str = 'fashion_mnist'):

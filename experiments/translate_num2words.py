@@ -7,7 +7,7 @@ Transformer trained from scratch and scored by sacreBLEU on 500 held-out numbers
 The test numbers are drawn before the training numbers and never trained on; the model
 sees only words. `:tiny` is the same at a size that trains in seconds (tests, smoke runs).
 """
-from scalelab import config
+from scalelab.training import config
 
 SIZES = {  # name: (d_model, layers each side, steps, train pairs, evaluation pairs)
     'default': (128, 3, 600, 30000, 500),

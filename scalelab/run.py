@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from scalelab import cli
+from scalelab.core import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (path.py[:arg]).',
                                           lock_config=True)
@@ -49,12 +49,13 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     profile = profile_range(_PROFILE.value)
     cli.quiet_logging()
-    from scalelab import runtime  # jax is configured before its first use
+    from scalelab.core import runtime  # jax is configured before its first use
     runtime.configure(cpu_devices=_CPU_DEVICES.value)
-    from scalelab import distributed, loop
+    from scalelab.core import distributed
+    from scalelab.training import loop
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                            heartbeat_s=_HEARTBEAT.value)
-    from scalelab.errors import EXIT_DIVERGED, ConfigError
+    from scalelab.core.errors import ConfigError, EXIT_DIVERGED
     try:
         summary = loop.run(_CONFIG.value, _WORKDIR.value, profile_steps=profile)
     except ConfigError as e:
@@ -64,6 +65,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == '__main__':
-    from scalelab import stop
+    from scalelab.core import stop
     stop.catch_signals()  # from here on: loading the config file imports jax, which takes seconds
     app.run(main, flags_parser=cli.parse_flags)

@@ -11,7 +11,7 @@ import jax  # noqa: E402
 jax.config.update('jax_platforms', 'cpu')
 jax.config.update('jax_num_cpu_devices', 8)
 
-from scalelab import runtime  # noqa: E402
+from scalelab.core import runtime  # noqa: E402
 from tests.helpers import TEST_CACHE  # noqa: E402
 
 runtime.configure(cache_dir=TEST_CACHE)

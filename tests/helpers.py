@@ -14,9 +14,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from scalelab import plan
-from scalelab import config, parallel, train
+from scalelab.core import parallel
 from scalelab.data import text
+from scalelab.training import config, plan, train
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CACHE = Path(os.environ.get('SCALELAB_TEST_CACHE', Path.home() / '.cache' / 'scalelab' / 'jax_test_cache'))

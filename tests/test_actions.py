@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from scalelab import actions, diagnostics, metrics
+from scalelab.training import actions, diagnostics, metrics
 
 
 class Writers:

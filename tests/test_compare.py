@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from scalelab import files
+from scalelab.core import files
 from scalelab.sweep import compare
 from tests.helpers import REPO
 

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from scalelab import files, scaling
+from scalelab.core import files
+from scalelab.science import scaling
 from scalelab.sweep import compute_optimal, results
 from scalelab.sweep import points as points_lib
 from tests.helpers import REPO

@@ -4,8 +4,8 @@ import time
 import pytest
 from ml_collections import ConfigDict
 
-from scalelab import config, loop
-from scalelab.errors import ConfigError
+from scalelab.core.errors import ConfigError
+from scalelab.training import config, loop
 from tests.helpers import run_cli, tiny_lm
 
 

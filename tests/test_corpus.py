@@ -9,11 +9,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from scalelab import config, loop
+from scalelab.core.errors import ConfigError
+from scalelab.data import corpus, prepare, text, tokenizer, windows
+from scalelab.training import config, loop
 from scalelab import data as data_lib
-from scalelab import tokenizer
-from scalelab.data import corpus, prepare, text, windows
-from scalelab.errors import ConfigError
 from tests.helpers import REPO, STDLIB_JSON, tiny_lm
 
 JSON_FILES = text.list_files(STDLIB_JSON, '*.py')

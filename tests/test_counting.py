@@ -4,8 +4,11 @@ import itertools
 import pytest
 from flax import nnx
 
-from scalelab import config, data, flops, models, tasks
+from scalelab import data, models
+from scalelab.core import tasks
 from scalelab.models import transformer
+from scalelab.science import flops
+from scalelab.training import config
 from tests.helpers import lowered_train_step, tiny_lm
 
 

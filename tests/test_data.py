@@ -3,8 +3,9 @@ import jax
 import numpy as np
 import pytest
 
-from scalelab import data as data_lib, parallel
+from scalelab.core import parallel
 from scalelab.data import pipeline, text
+from scalelab import data as data_lib
 from tests.helpers import STDLIB_JSON, tiny_lm
 
 

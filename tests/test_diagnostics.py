@@ -4,9 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from scalelab.models import naming
-from scalelab import plan
-from scalelab import config, diagnostics, export, loop, metrics, parallel, train
+from scalelab.core import naming, parallel
+from scalelab.training import diagnostics, loop, metrics, plan, train
 from scalelab import data as data_lib
 from tests.helpers import tiny_lm
 

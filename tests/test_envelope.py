@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from scalelab import envelope, scaling
+from scalelab.science import envelope, scaling
 
 
 def test_the_envelope_is_the_lowest_curve_at_each_compute_counted_by_hand():

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scalelab import plan
-from scalelab import config, data, flops, loop, models, parallel, train
+from scalelab import models
+from scalelab.core import parallel
 from scalelab.models import layers
+from scalelab.science import flops
+from scalelab.training import config, loop, plan, train
 from tests.helpers import STDLIB_JSON, losses, tiny_lm
 
 

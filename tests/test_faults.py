@@ -11,9 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from scalelab import export, loop, metrics
-from scalelab import workdir as workdir_lib
-from scalelab.errors import ConfigError
+from scalelab.core import weights
+from scalelab.core.errors import ConfigError
+from scalelab.training import loop, metrics
+from scalelab.core import workdir as workdir_lib
 from tests.helpers import REPO, TEST_CACHE, losses, run_cli, tiny_lm
 
 CONSTANT = {'optim.schedule': 'constant', 'checkpoint.every_steps': 5, 'checkpoint.keep': 3}
@@ -86,8 +87,8 @@ def test_a_damaged_newest_checkpoint_falls_back_to_an_older_one(tmp_path, refere
     assert (tmp_path / 'checkpoints.unreadable' / '10').is_dir()  # kept, not deleted
     assert summary['status'] == 'completed' and summary['step'] == 20
     # resumed from step 5: still exactly the uninterrupted run
-    for name, value in export.load_params_flat(reference).items():
-        np.testing.assert_array_equal(export.load_params_flat(tmp_path)[name], value, err_msg=name)
+    for name, value in weights.load_params_flat(reference).items():
+        np.testing.assert_array_equal(weights.load_params_flat(tmp_path)[name], value, err_msg=name)
 
 
 def test_a_half_written_metrics_line_is_dropped_with_a_warning(tmp_path, reference, capsys):
@@ -164,7 +165,7 @@ def test_a_diverged_run_exits_3_with_its_step(tmp_path):
     assert result.returncode == 3, result.stderr
     summary = json.loads((tmp_path / 'summary.json').read_text())
     assert summary['status'] == 'diverged' and summary['diverged_at_step'] >= 1
-    assert all(np.isfinite(v).all() for v in export.load_params_flat(tmp_path).values()) \
+    assert all(np.isfinite(v).all() for v in weights.load_params_flat(tmp_path).values()) \
         if (tmp_path / 'checkpoints').exists() and any((tmp_path / 'checkpoints').iterdir()) else True
 
 

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scalelab import plan
-from scalelab import config, data, export, loop, parallel, tasks, train
+from scalelab import data
+from scalelab.core import parallel, tasks, weights
+from scalelab.core.errors import ConfigError
 from scalelab.data import text
-from scalelab.errors import ConfigError
+from scalelab.training import loop, plan, train
+from scalelab.use import export
 from tests.helpers import losses, tiny_lm
 
 OTHER_CORPUS = str(text.stdlib_dir() / 'tomllib')  # a different corpus for fine-tuning
@@ -23,10 +25,10 @@ def source(tmp_path_factory):
 
 
 def test_safetensors_round_trip_is_exact(tmp_path, source):
-    params = export.load_params_flat(source)
+    params = weights.load_params_flat(source)
     path = tmp_path / 'model.safetensors'
-    export.save(path, params, {'name': 'transformer', 'd_model': 32})
-    loaded, model_cfg = export.load(path)
+    weights.save(path, params, {'name': 'transformer', 'd_model': 32})
+    loaded, model_cfg = weights.load(path)
     assert model_cfg == {'name': 'transformer', 'd_model': 32}
     assert loaded.keys() == params.keys()
     for name_, value in params.items():
@@ -46,7 +48,7 @@ def test_finetuning_starts_from_exactly_the_source_parameters(tmp_path, source):
     the_plan = plan.make(cfg, jax.device_count())
     resolved = the_plan.cfg
     prepared = train.setup(the_plan, parallel.make_mesh(resolved.mesh))
-    params = export.arrange(export.load_params_flat(source), prepared.abstract_state['params'])
+    params = weights.arrange(weights.load_params_flat(source), prepared.abstract_state['params'])
     batch = data.load(resolved.data, 16, resolved.seed).train_batch(0, slice(0, 16))
     logits = nnx.merge(prepared.spec.graphdef, params)(jnp.asarray(batch['inputs']))
     expected = float(tasks.loss('lm', logits, {k: jnp.asarray(v) for k, v in batch.items()}))
@@ -60,7 +62,7 @@ def test_finetuning_from_a_safetensors_file_with_frozen_layers(tmp_path, source)
     path = tmp_path / 'source.safetensors'
     assert export.main(['--workdir', str(source), '--out', str(path)]) == 0
     loop.run(finetune_cfg(**{'train.init_from': str(path), 'train.freeze': r'^(embed|blocks\.0)\.'}), tmp_path / 'ft')
-    before, after = export.load(path)[0], export.load_params_flat(tmp_path / 'ft')
+    before, after = weights.load(path)[0], weights.load_params_flat(tmp_path / 'ft')
     for name_ in before:
         frozen = name_.startswith(('embed.', 'blocks.0.'))
         assert np.array_equal(before[name_], after[name_]) == frozen, name_

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from scalelab import files, scaling
+from scalelab.core import files
+from scalelab.science import scaling
 from scalelab.sweep import checks, results
 from tests.helpers import REPO
 

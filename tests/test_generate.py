@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scalelab import generate, inference, loop
+from scalelab.training import loop
+from scalelab.use import generate, inference
 from tests.helpers import REPO, TEST_CACHE, tiny_lm
 
 VARIANTS = {

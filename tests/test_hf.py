@@ -13,8 +13,10 @@ import torch
 import transformers
 from flax import nnx
 
-from scalelab import evaluate, export, generate, hf, inference, loop, tokenizer
-from scalelab.data import prepare, text
+from scalelab.core import weights
+from scalelab.data import prepare, text, tokenizer
+from scalelab.training import loop
+from scalelab.use import evaluate, generate, hf, inference
 from tests.helpers import REPO, STDLIB_JSON, TEST_CACHE, tiny_lm
 
 TEXT = (text.stdlib_dir() / 'json' / 'encoder.py').read_text()
@@ -253,7 +255,7 @@ def test_safetensors_export_refuses_existing_files_and_directories(imported, tmp
     done = subprocess.run(args + ['--out', str(out), '--overwrite'], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
-    assert set(export.load(out)[0]) == set(export.load_params_flat(imported))
+    assert set(weights.load(out)[0]) == set(weights.load_params_flat(imported))
     assert [p.name for p in tmp_path.iterdir()] == ['lm.safetensors']
 
 

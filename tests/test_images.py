@@ -4,9 +4,10 @@ import gzip
 import numpy as np
 import pytest
 
-from scalelab import config, data
+from scalelab import data
+from scalelab.core.errors import ConfigError
 from scalelab.data import images, teacher
-from scalelab.errors import ConfigError
+from scalelab.training import config
 
 
 def write_idx(path, array: np.ndarray, code: int = 0x08):

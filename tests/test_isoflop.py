@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from scalelab import isoflop, scaling
+from scalelab.science import isoflop, scaling
 from scalelab.sweep import results
 from tests.helpers import REPO
 

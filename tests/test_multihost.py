@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from scalelab import export, launch_local, loop
+from scalelab.core import weights
+from scalelab.training import launch_local, loop
 from tests.helpers import REPO, TEST_CACHE, losses, tiny_lm
 
 pytestmark = pytest.mark.slow
@@ -61,7 +62,7 @@ def test_two_processes_match_one_process(tmp_path, reference):
     assert summary['topology']['num_processes'] == 2 and summary['topology']['num_devices'] == 8
     np.testing.assert_allclose(losses(tmp_path), losses(reference), atol=1e-5, rtol=0)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0),
-                 export.load_params_flat(tmp_path), export.load_params_flat(reference))
+                 weights.load_params_flat(tmp_path), weights.load_params_flat(reference))
 
 
 def test_two_process_run_killed_resumes_and_restores_in_one_process(tmp_path, reference):

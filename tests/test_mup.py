@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from scalelab import config, models, mup, optim
+from scalelab import models
+from scalelab.training import config, mup, optim
 from tests.helpers import tiny_lm
 
 WIDTHS = [64, 256, 1024]

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from scalelab import optim
+from scalelab.training import optim
 
 
 def cfg(**kw):

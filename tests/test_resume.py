@@ -11,9 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from scalelab.models import naming
-from scalelab import plan
-from scalelab import checkpoint, config, export, loop, parallel, train
+from scalelab.core import checkpoint, naming, parallel, weights
+from scalelab.training import loop, plan, train
 from tests.helpers import REPO, TEST_CACHE, losses, run_cli, tiny_lm
 
 pytestmark = pytest.mark.slow
@@ -61,7 +60,7 @@ def test_sigkill_then_rerun_matches_uninterrupted_run(tmp_path, reference):
     assert result.returncode == 0, result.stderr
     assert 'resumed from step' in result.stdout
     assert json.loads((workdir / 'summary.json').read_text())['status'] == 'completed'
-    jax.tree.map(np.testing.assert_array_equal, export.load_params_flat(workdir), export.load_params_flat(reference))
+    jax.tree.map(np.testing.assert_array_equal, weights.load_params_flat(workdir), weights.load_params_flat(reference))
     # metrics.jsonl reads as one uninterrupted run: every step once, same losses
     np.testing.assert_array_equal(losses(workdir), losses(reference))
 
@@ -79,7 +78,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, reference):
     result = run_cli([*CLI, f'--workdir={workdir}'], timeout=300)
     assert result.returncode == 0, result.stderr
     assert f'resumed from step {summary["step"]}' in result.stdout
-    jax.tree.map(np.testing.assert_array_equal, export.load_params_flat(workdir), export.load_params_flat(reference))
+    jax.tree.map(np.testing.assert_array_equal, weights.load_params_flat(workdir), weights.load_params_flat(reference))
 
 
 def test_checkpoint_from_one_mesh_resumes_on_another(tmp_path):
@@ -91,7 +90,7 @@ def test_checkpoint_from_one_mesh_resumes_on_another(tmp_path):
         return c
 
     loop.run(cfg(10, (2, 2, 2)), tmp_path / 'moved')
-    saved = export.load_params_flat(tmp_path / 'moved')
+    saved = weights.load_params_flat(tmp_path / 'moved')
     restored = restore_on_mesh(cfg(10, (1, 1, 8)), tmp_path / 'moved')
     kernel = restored['params']['blocks'][0]['mlp']['up']['kernel']
     assert kernel.sharding.mesh.axis_sizes == (1, 1, 8) and tuple(kernel.sharding.spec) == (None, 'tensor')
@@ -104,7 +103,7 @@ def test_checkpoint_from_one_mesh_resumes_on_another(tmp_path):
     # Reduction order differs between meshes; Adam's m/sqrt(v) turns that noise into
     # parameter differences of a small fraction of one step (lr = 1e-2).
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=0),
-                 export.load_params_flat(tmp_path / 'moved'), export.load_params_flat(tmp_path / 'reference'))
+                 weights.load_params_flat(tmp_path / 'moved'), weights.load_params_flat(tmp_path / 'reference'))
 
 
 def restore_on_mesh(cfg, workdir):

@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from scalelab import checkpoint, export, loop, metrics, train
+from scalelab.core import checkpoint, weights
+from scalelab.training import loop, metrics, train
 from tests.helpers import tiny_lm
 
 
@@ -85,4 +86,4 @@ def test_a_non_finite_step_stops_the_run_before_any_checkpoint_holds_it(tmp_path
     ckpt = checkpoint.Checkpointer(tmp_path / 'checkpoints', every_steps=3, keep=3, async_save=False)
     assert ckpt.latest_step() == 3
     ckpt.close()
-    assert all(np.isfinite(v).all() for v in export.load_params_flat(tmp_path).values())
+    assert all(np.isfinite(v).all() for v in weights.load_params_flat(tmp_path).values())

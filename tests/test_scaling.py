@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from scalelab import scaling
+from scalelab.science import scaling
 from tests.helpers import REPO
 
 CHINCHILLA_CSV = REPO / 'experiments' / 'data' / 'chinchilla_svg_extracted_data.csv'

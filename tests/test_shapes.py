@@ -4,8 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from scalelab import config, flops, models, shapes
+from scalelab import models
 from scalelab.models import transformer
+from scalelab.science import shapes
+from scalelab.training import config
 
 
 @pytest.fixture

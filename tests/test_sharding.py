@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from scalelab import config, export, loop, parallel, train
+from scalelab.core import parallel, weights
+from scalelab.training import config, loop, train
 from tests.helpers import losses, tiny_lm
 
 MESHES = {  # (data, fsdp, tensor) -> devices used
@@ -43,10 +44,10 @@ def test_meshes_give_the_same_losses(mesh_runs):
 
 
 def test_meshes_give_the_same_parameters(mesh_runs):
-    reference = export.load_params_flat(mesh_runs['single'])
+    reference = weights.load_params_flat(mesh_runs['single'])
     for name, workdir in mesh_runs.items():
         jax.tree.map(functools.partial(np.testing.assert_allclose, atol=2e-5, rtol=0, err_msg=name),
-                     export.load_params_flat(workdir), reference)
+                     weights.load_params_flat(workdir), reference)
 
 
 def sharded_state(shape):

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scalelab import config, data, loop, models, optim, parallel, tasks, train
-from scalelab.errors import ConfigError
+from scalelab import data, models
+from scalelab.core import parallel, tasks
+from scalelab.core.errors import ConfigError
 from scalelab.models import transformer
+from scalelab.training import config, loop, optim, train
 from tests.helpers import losses, tiny_lm
 
 

@@ -10,10 +10,12 @@ import matplotlib
 import numpy as np
 import pytest
 
-from scalelab import flops, generate, inference, loop, plot
+from scalelab.core.errors import ConfigError
+from scalelab.science import flops
 from scalelab.sweep import lr_laws
+from scalelab.training import loop, plot
+from scalelab.use import generate, inference
 from scalelab.sweep import points as points_lib
-from scalelab.errors import ConfigError
 from tests.helpers import REPO, TEST_CACHE, run_cli, tiny_lm
 
 ENV = {'SCALELAB_COMPILATION_CACHE': str(TEST_CACHE)}

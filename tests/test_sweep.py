@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from scalelab import flops
-from scalelab import data as data_lib
-from scalelab.errors import ConfigError
-from scalelab.sweep import points as points_lib
+from scalelab.core.errors import ConfigError
+from scalelab.science import flops
 from scalelab.sweep import results
+from scalelab import data as data_lib
+from scalelab.sweep import points as points_lib
 from tests.helpers import REPO, TEST_CACHE
 
 TINY = 'experiments/sweep_lm_params.py:tiny'
@@ -160,8 +160,8 @@ def test_isoflop_on_a_sweeps_own_table_recovers_the_true_exponent(tmp_path):
     with the loss of a known Chinchilla law in (N with the head, D). The table results.collect
     writes from their summaries (the counted FLOPs, attention included, differ from 6ND by
     1-12% across these sizes) must give back the law's N_opt exponent within 0.02."""
-    from scalelab import flops, plan, scaling
-    from scalelab import data as data_lib
+    from scalelab.science import flops, scaling
+    from scalelab.training import plan
     from tests.helpers import tiny_lm
     truth = scaling.Chinchilla(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.28)
     a_true = truth.beta / (truth.alpha + truth.beta)  # N_opt ∝ C^a_true
@@ -195,7 +195,7 @@ def test_isoflop_on_a_sweeps_own_table_recovers_the_true_exponent(tmp_path):
 
 
 def test_fit_writes_beside_a_sweep_and_elsewhere_never_into_the_tables_directory(tmp_path):
-    from scalelab.sweep.__main__ import default_out
+    from scalelab.sweep.cli import default_out
     (tmp_path / 'sweep' / 'points').mkdir(parents=True)
     assert default_out(tmp_path / 'sweep' / 'results.csv') == tmp_path / 'sweep'
     assert str(default_out(REPO / 'experiments' / 'data' / 'chinchilla_svg_extracted_data.csv')) == \

@@ -4,8 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from scalelab import config, export, loop, parallel, train
+from scalelab.core import parallel, weights
 from scalelab.models import transformer
+from scalelab.training import config, loop, train
 from tests.helpers import losses, lowered_train_step, tiny_lm
 
 
@@ -16,7 +17,7 @@ def run(tmp_path, name, devices=1, **overrides):
     if devices == 1:
         cfg.mesh.data = 1
     loop.run(cfg, tmp_path / name, devices=jax.devices()[:devices])
-    return np.array(losses(tmp_path / name)), export.load_params_flat(tmp_path / name)
+    return np.array(losses(tmp_path / name)), weights.load_params_flat(tmp_path / name)
 
 
 def unstack(params: dict, n_layers: int) -> dict:

@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from scalelab import tokenizer
-from scalelab.data import text
+from scalelab.data import text, tokenizer
 from tests.helpers import STDLIB_JSON, gpt2_tiktoken
 
 SAMPLE = (text.stdlib_dir() / 'json' / 'decoder.py').read_text() + '\nünïcödé – 漢字 🙂\n'

@@ -11,8 +11,9 @@ import types
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from scalelab import cli, files, loop, metrics, plot, progress, writers
-from scalelab.errors import ConfigError
+from scalelab.core import cli, files, progress
+from scalelab.core.errors import ConfigError
+from scalelab.training import loop, metrics, plot, writers
 from tests.helpers import REPO, TEST_CACHE, tiny_lm
 
 

@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scalelab import config, data, decoding, flops, loop, models, parallel, tasks, train, translate
+from scalelab import data, models
+from scalelab.core import parallel, tasks
+from scalelab.core.errors import ConfigError
 from scalelab.data import translation
-from scalelab.errors import ConfigError
-from scalelab.models import seq2seq
+from scalelab.models import decoding, seq2seq
+from scalelab.science import flops
+from scalelab.training import config, loop, train, translation_eval
 from tests.helpers import REPO, TEST_CACHE, losses, with_overrides
 
 
@@ -176,12 +179,12 @@ def test_greedy_follows_the_argmax():
 
 
 def test_scores_by_hand():
-    metrics = translate.scores(['vingt et un', 'cent deux', 'six'], ['vingt et un', 'cent trois', 'six'])
+    metrics = translation_eval.scores(['vingt et un', 'cent deux', 'six'], ['vingt et un', 'cent trois', 'six'])
     assert metrics['eval_exact_match'] == pytest.approx(2 / 3)
-    signature = translate.signatures()['bleu_signature']
+    signature = translation_eval.signatures()['bleu_signature']
     assert 'nrefs:1' in signature and 'tok:13a' in signature
     # one 5-word sentence, last word wrong: n-gram precisions 4/5, 3/4, 2/3, 1/2, no brevity penalty
-    metrics = translate.scores(['a b c d e'], ['a b c d f'])
+    metrics = translation_eval.scores(['a b c d e'], ['a b c d f'])
     assert metrics['eval_bleu'] == pytest.approx(100 * (4 / 5 * 3 / 4 * 2 / 3 * 1 / 2) ** 0.25, rel=1e-6)
     assert 0 < metrics['eval_chrf'] < 100 and metrics['eval_exact_match'] == 0
 

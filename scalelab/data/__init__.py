@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from ml_collections import ConfigDict
 
+from scalelab.core.tasks import DataSpec
 from scalelab.data import corpus, images, teacher, text, translation
-from scalelab.tasks import DataSpec
 
 SOURCES = {'text': text, 'corpus': corpus, 'images': images, 'teacher': teacher, 'translation': translation}
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from ml_collections import ConfigDict
 
-from scalelab import tokenizer as tokenizer_lib
-from scalelab import workdir as workdir_lib
+from scalelab.core.errors import ConfigError
+from scalelab.core.tasks import DataSpec
 from scalelab.data import windows
-from scalelab.errors import ConfigError
-from scalelab.tasks import DataSpec
+from scalelab.core import workdir as workdir_lib
+from scalelab.data import tokenizer as tokenizer_lib
 
 META = 'meta.json'
 FORMAT = 'scalelab-corpus-1'

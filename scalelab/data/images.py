@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from ml_collections import ConfigDict
 
-from scalelab.errors import ConfigError
-from scalelab.tasks import DataSpec
+from scalelab.core.errors import ConfigError
+from scalelab.core.tasks import DataSpec
 
 DATASETS = {  # name: (height, width, channels, classes)
     'fashion_mnist': (28, 28, 1, 10),

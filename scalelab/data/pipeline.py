@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from scalelab import parallel
+from scalelab.core import parallel
 
 
 def process_rows(mesh: jax.sharding.Mesh, global_batch: int) -> slice:

@@ -41,11 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scalelab import cli
-from scalelab import files as files_lib
-from scalelab import progress
-from scalelab import tokenizer as tokenizer_lib
+from scalelab.core import cli, progress
 from scalelab.data import corpus, text
+from scalelab.core import files as files_lib
+from scalelab.data import tokenizer as tokenizer_lib
 
 RECORD_FORMATS = {'.jsonl': 'json', '.json': 'json', '.parquet': 'parquet'}
 
@@ -311,8 +310,8 @@ def prepare(inputs: list[str], tokenizer: str, out: str | Path, *, pattern: str 
 def check_options(out: Path, tokenizer: str, vocab_size: int, eval_fraction: float, num_proc: int,
                   shard_tokens: int, encoding: str) -> None:
     """Every option prepare can check before it reads or writes anything."""
-    from scalelab import workdir as workdir_lib
-    from scalelab.errors import UsageError
+    from scalelab.core import workdir as workdir_lib
+    from scalelab.core.errors import UsageError
     try:
         workdir_lib.check_output(out, '--out', True, directory=True)
     except UsageError as e:

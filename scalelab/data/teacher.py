@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 from ml_collections import ConfigDict
 
-from scalelab.tasks import DataSpec
+from scalelab.core.tasks import DataSpec
 
 ACTIVATIONS = {'tanh': np.tanh, 'relu': lambda x: np.maximum(x, 0.0)}
 

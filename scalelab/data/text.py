@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from ml_collections import ConfigDict
 
+from scalelab.core.errors import ConfigError
+from scalelab.core.tasks import DataSpec
 from scalelab.data import windows
-from scalelab.errors import ConfigError
-from scalelab.tasks import DataSpec
-from scalelab.tokenizer import byte_level
+from scalelab.data.tokenizer import byte_level
 
 VOCAB_SIZE = 256  # one token per byte
 # Directories a search for source files leaves out: installed third-party packages and bytecode caches.

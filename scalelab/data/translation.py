@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 from ml_collections import ConfigDict
 
-from scalelab import tokenizer as tokenizer_lib
+from scalelab.core.errors import ConfigError
+from scalelab.core.tasks import DataSpec
 from scalelab.data import text
-from scalelab.errors import ConfigError
-from scalelab.tasks import DataSpec
+from scalelab.data import tokenizer as tokenizer_lib
 
 PAD, EOS = '<pad>', tokenizer_lib.BPE_SPECIAL
 PAD_ID, EOS_ID = 0, 1  # train_bpe gives the special tokens the first ids, in order

@@ -2,6 +2,18 @@
 
 A family is a subclass of models.base.Family (its docstring lists what a family
 provides) in its own file; adding one touches that file and FAMILIES below.
+
+Shape letters, one meaning each, as suffixes of array names in this package
+(`x_BxLxD`: batch, positions, model width):
+    B  batch rows                          D  model width (d_model)
+    L  sequence positions (queries; a      F  MLP width (d_ff)
+       decoder's target positions)         N  query heads
+    L1 L + 1 (decoded tokens with start)   K  key/value heads (N with grouped-query attention: fewer)
+    S  key/value positions (a source)      H  head size (d_model / N)
+    T  positions of one decoding call      V  vocabulary (output classes)
+    W  beam width (2W: twice it)           R  rows of a decoding batch (B x beams)
+    1  an axis of size one
+Images go in as (batch, height, width, channels) under the name `images`.
 """
 from __future__ import annotations
 
@@ -9,8 +21,8 @@ import jax
 import ml_collections
 from flax import nnx
 
+from scalelab.core.tasks import DataSpec
 from scalelab.models import base, cnn, lstm, mlp, resnet, seq2seq, transformer
-from scalelab.tasks import DataSpec
 
 FAMILIES: dict[str, type[base.Family]] = {f.name: f for f in (
     transformer.Transformer, mlp.MLP, cnn.CNN, resnet.ResNet, lstm.LSTM, seq2seq.Seq2Seq)}

@@ -6,8 +6,8 @@ import math
 import ml_collections
 from flax import nnx
 
+from scalelab.core.parallel import constrain
 from scalelab.models import base, layers
-from scalelab.parallel import constrain
 
 TASKS = ('classification',)
 DEFAULT_DATA = 'images'
@@ -64,9 +64,9 @@ class Model(nnx.Module):
         self.out = layers.Dense((cfg.head_width,), (spec.num_outputs,), ('mlp', None),
                                 std=1 / math.sqrt(cfg.head_width), use_bias=True, rngs=rngs)
 
-    def __call__(self, x_BxHxWxC, *, train: bool = False, rngs=None):
+    def __call__(self, images, *, train: bool = False, rngs=None):
         act = layers.ACTIVATIONS[self.activation]
-        h = x_BxHxWxC
+        h = images
         for c in self.convs:
             h = constrain(act(c(h)), 'act_batch', None, None, 'act_conv')
             h = nnx.max_pool(h, (2, 2), strides=(2, 2), padding='VALID')

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from scalelab.core.parallel import constrain
 from scalelab.models import base, layers
-from scalelab.parallel import constrain
 
 TASKS = ('lm',)
 DEFAULT_DATA = 'text'

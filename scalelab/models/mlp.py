@@ -6,8 +6,8 @@ import math
 import ml_collections
 from flax import nnx
 
+from scalelab.core.parallel import constrain
 from scalelab.models import base, layers
-from scalelab.parallel import constrain
 
 TASKS = ('classification', 'regression')
 DEFAULT_DATA = 'images'

@@ -14,9 +14,9 @@ import jax
 import ml_collections
 from flax import nnx
 
+from scalelab.core.parallel import constrain
 from scalelab.models import base, layers
 from scalelab.models.cnn import conv
-from scalelab.parallel import constrain
 
 TASKS = ('classification',)
 DEFAULT_DATA = 'images'
@@ -108,8 +108,8 @@ class Model(nnx.Module):
         self.head = layers.Dense((c_in,), (spec.num_outputs,), ('embed', None), std=1 / math.sqrt(c_in),
                                  use_bias=True, rngs=rngs)
 
-    def __call__(self, x_BxHxWxC, *, train: bool = False, rngs=None):
-        h = layers.ACTIVATIONS[self.activation](self.stem_norm(self.stem(x_BxHxWxC), train))
+    def __call__(self, images, *, train: bool = False, rngs=None):
+        h = layers.ACTIVATIONS[self.activation](self.stem_norm(self.stem(images), train))
         for block in self.blocks:
             h = block(h, train)
         return self.head(jax.numpy.mean(h, axis=(1, 2)))  # global average pool

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from scalelab.core.parallel import constrain
 from scalelab.data import translation
 from scalelab.models import base, layers, transformer
-from scalelab.parallel import constrain
 
 TASKS = ('seq2seq',)
 DEFAULT_DATA = 'translation'

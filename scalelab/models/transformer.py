@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from scalelab.core.parallel import constrain
 from scalelab.models import base, layers
-from scalelab.parallel import constrain
 
 TASKS = ('lm',)
 DEFAULT_DATA = 'text'
@@ -356,12 +356,12 @@ class Model(nnx.Module):
             rngs.params(), (cfg.max_len, cfg.d_model))) if cfg.position == 'learned' else None)
         # Layer i's parameters come from fold_in(key, i) in both layouts, so
         # scan_layers changes the compiled program, not the initial values.
-        keys_L = jax.vmap(functools.partial(jax.random.fold_in, rngs.params()))(jnp.arange(cfg.n_layers))
+        layer_keys = jax.vmap(functools.partial(jax.random.fold_in, rngs.params()))(jnp.arange(cfg.n_layers))
         if cfg.scan_layers:
             self.blocks = nnx.vmap(lambda key: Block(cfg, rngs=nnx.Rngs(params=key)),
-                                   transform_metadata={nnx.PARTITION_NAME: 'layers'})(keys_L)
+                                   transform_metadata={nnx.PARTITION_NAME: 'layers'})(layer_keys)
         else:
-            self.blocks = nnx.List([Block(cfg, rngs=nnx.Rngs(params=k)) for k in keys_L])
+            self.blocks = nnx.List([Block(cfg, rngs=nnx.Rngs(params=k)) for k in layer_keys])
         self.final_norm = _norm(cfg, rngs)
         self.head = (None if cfg.tie_embeddings else
                      layers.Dense((cfg.d_model,), (cfg.vocab_size,), ('embed', 'vocab'),

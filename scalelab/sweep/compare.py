@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from scalelab import scaling
+from scalelab.science import scaling
 from scalelab.sweep import checks
 
 PER_BYTE = ('bits_per_byte', 'eval_bits_per_byte')

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scalelab import envelope, metrics
-from scalelab.sweep import checks
-from scalelab.sweep import results
+from scalelab.science import envelope
+from scalelab.sweep import checks, results
+from scalelab.training import metrics
 
 APPROACHES = ('approach1', 'approach2', 'approach3')
 PREDICT_AT = 10.0  # x the largest budget

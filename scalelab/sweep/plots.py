@@ -11,8 +11,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from scalelab import plot as run_plots  # noqa: E402
-from scalelab import scaling  # noqa: E402
+from scalelab.science import scaling  # noqa: E402
+from scalelab.training import plot as run_plots  # noqa: E402
 
 
 def plot(fit, data: dict[str, np.ndarray], path: Path, title: str = '') -> list[Path]:

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from scalelab import models, shapes
-from scalelab import plan as plan_lib
+from scalelab import models
+from scalelab.core.errors import ConfigError
+from scalelab.science import shapes
 from scalelab import data as data_lib
-from scalelab.errors import ConfigError
+from scalelab.training import plan as plan_lib
 
 SPECIAL_AXES = ('target_params', 'tokens_per_param')
 LAWS = ('power', 'chinchilla', 'isoflop', 'compute_optimal', 'lr_transfer', 'lr_sensitivity')

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scalelab import files, flops, isoflop, scaling, shapes, tasks
-from scalelab.sweep import checks
+from scalelab.core import files, tasks
+from scalelab.science import flops, isoflop, scaling, shapes
+from scalelab.sweep import checks, runner
 from scalelab.sweep import points as points_lib
-from scalelab.sweep import runner
 
 FIXED_COLUMNS = ('name', 'status', 'N', 'N_with_head', 'N_total', 'N_embedding', 'D', 'C', 'C_counted', 'loss',
                  'train_loss', 'steps', 'd_model', 'n_layers', 'n_heads', 'wall_time_s', 'flop_convention')

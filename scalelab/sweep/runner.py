@@ -18,10 +18,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from scalelab import workdir as workdir_lib
-from scalelab.errors import EXIT_DIVERGED
-from scalelab import progress
-from scalelab.progress import format_duration
+from scalelab.core import progress
+from scalelab.core.errors import EXIT_DIVERGED
+from scalelab.core.progress import format_duration
+from scalelab.core import workdir as workdir_lib
 from scalelab.sweep import points as points_lib
 
 FINAL_STATUSES = ('completed', 'diverged')

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from scalelab import config, models, shapes
+from scalelab import models
+from scalelab.core.workdir import read_json
+from scalelab.science import shapes
 from scalelab import data as data_lib
 from scalelab.sweep import points as points_lib
-from scalelab.workdir import read_json
 
 PREDICTION_KEYS = ('C', 'N_opt', 'D_opt', 'loss', 'loss_lo', 'loss_hi')
 

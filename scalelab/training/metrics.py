@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scalelab import files
+from scalelab.core import files
 
 clock = time.perf_counter  # what StepTimer reads (tests put a fake clock here)
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from ml_collections import ConfigDict
 
-from scalelab import config
 from scalelab.data import images
 from scalelab.models import transformer
+from scalelab.training import config
 
 
 def image_classification(model: str, dataset: str):

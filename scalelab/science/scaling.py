@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.optimize import minimize
 
-from scalelab import progress
+from scalelab.core import progress
 
 HUBER_DELTA = 1e-3
 MAX_EXPONENT = 5.0   # exponents are searched in [0, MAX_EXPONENT]

@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from scalelab.errors import ConfigError, UsageError
+from scalelab.core.errors import ConfigError, UsageError
 
 LOCK = '.lock'
 

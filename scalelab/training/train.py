@@ -17,7 +17,9 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from scalelab import diagnostics, models, optim, parallel, tasks
+from scalelab import models
+from scalelab.core import parallel, tasks
+from scalelab.training import diagnostics, optim
 
 TrainState = dict  # {'step': int32[], 'params': tree, 'model_state': tree, 'opt_state': tree}
 

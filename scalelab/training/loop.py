@@ -18,14 +18,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from scalelab import actions, checkpoint, config, diagnostics, export, files, flops, metrics, models, parallel
-from scalelab import progress as progress_lib
-from scalelab import plan as plan_lib
-from scalelab import stop, tasks, train, writers
-from scalelab import workdir as workdir_lib
-from scalelab import data as data_lib
+from scalelab.core import checkpoint, files, stop, tasks, weights
+from scalelab.core.errors import ConfigError
 from scalelab.data import pipeline
-from scalelab.errors import ConfigError
+from scalelab.science import flops
+from scalelab.training import actions, config, diagnostics, metrics, train, translation_eval, writers
+from scalelab import data as data_lib
+from scalelab.core import progress as progress_lib
+from scalelab.core import workdir as workdir_lib
+from scalelab.training import plan as plan_lib
 
 # Keys a resumed run may change: how it is watched, saved and laid out, not what it computes
 # (a checkpoint restores onto any mesh). Every other key must match the saved config.json.
@@ -236,8 +237,7 @@ def evaluate_run(run: Run, state: dict) -> dict:
     sums = {key: sum(float(b[key]) for b in per_batch) for key in per_batch[0]}
     metrics = tasks.summarize(run.prepared.spec.task, sums, run.source.bytes_per_token)
     if run.prepared.spec.task == 'seq2seq':  # what translations are scored by: decode the evaluation sources
-        from scalelab import translate
-        metrics.update(translate.evaluate_translations(
+        metrics.update(translation_eval.evaluate_translations(
             run.source, run.rows, run.mesh, run.cfg, run.prepared.spec.graphdef, state['params'],
             state['model_state']))
     return metrics
@@ -273,8 +273,7 @@ def summarize(session: actions.Session, run: Run) -> dict:
     if session.diverged_at is not None:
         summary['diverged_at_step'] = session.diverged_at
     if run.prepared.spec.task == 'seq2seq':
-        from scalelab import translate
-        summary.update(translate.signatures())
+        summary.update(translation_eval.signatures())
     if 'train_tokens' in summary['data']:  # passes over the training split
         summary['epochs'] = final['tokens'] / summary['data']['train_tokens']
     if run.is_main:
@@ -318,7 +317,7 @@ def stop_on_signals():
 def initial_params(source: str, abstract_params, shardings):
     """Fine-tuning: another run's (or file's) parameters, laid out and sharded for this model."""
     try:
-        params = export.arrange(export.load_params_flat(source), abstract_params)
+        params = weights.arrange(weights.load_params_flat(source), abstract_params)
     except ValueError as e:
         raise ConfigError([f'train.init_from={source!r}: {e}']) from None
     return jax.tree.map(lambda p, s: jax.make_array_from_callback(p.shape, s, lambda index: p[index]),

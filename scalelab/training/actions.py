@@ -18,9 +18,10 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from scalelab import checkpoint, diagnostics, metrics
-from scalelab import progress as progress_lib
-from scalelab import writers as writers_lib
+from scalelab.core import checkpoint
+from scalelab.training import diagnostics, metrics
+from scalelab.core import progress as progress_lib
+from scalelab.training import writers as writers_lib
 
 RUNNING = 'running'
 

@@ -2,7 +2,7 @@
 
 Norms grow or collapse, and the update/param ratio drifts, before the loss
 shows trouble (nanodo, levanter and big_vision log the same). They are taken
-per layer group: a parameter's name (models.naming.name) up to the module under a
+per layer group: a parameter's name (core.naming.name) up to the module under a
 numbered layer ('blocks.3.attn', 'blocks.3.mlp_norm') or its top-level module
 ('embed', 'head'). With stacked layers (model.scan_layers) a leaf holds every
 layer on its first axis; its groups are the same 'blocks.{i}.attn' as the
@@ -16,7 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from scalelab.models import naming
+from scalelab.core import naming
 
 MODES = ('none', 'global', 'groups')
 KINDS = ('param', 'grad', 'update')

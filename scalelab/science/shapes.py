@@ -11,8 +11,8 @@ import math
 import ml_collections
 from ml_collections import ConfigDict
 
-from scalelab import flops
 from scalelab.models import transformer
+from scalelab.science import flops
 
 COUNTS = ('non_embedding', 'total', 'with_head')  # with_head: flops.scaling_params
 

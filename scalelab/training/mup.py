@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scalelab import data, plan, train
+from scalelab import data
 from scalelab.data import pipeline
+from scalelab.training import plan, train
 
 
 def activation_scales(cfg, steps: int) -> dict[str, float]:

@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scalelab import files, models
+from scalelab import models
+from scalelab.core import files
 
 # --- parameter counts --------------------------------------------------------
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from ml_collections import ConfigDict
 
-from scalelab.models import naming
+from scalelab.core import naming
 
 OPTIMIZERS = ('sgd', 'momentum', 'adagrad', 'rmsprop', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'wsd')
@@ -137,7 +137,7 @@ def make(cfg: ConfigDict, total_steps: int, *, groups: tuple[dict, Callable] | N
     """The optimizer and its learning-rate schedule.
 
     groups = ({group: learning-rate multiplier}, name -> group) gives parameter
-    groups their own rates (muP). Parameters whose names (models.naming.name, e.g.
+    groups their own rates (muP). Parameters whose names (core.naming.name, e.g.
     'blocks.0.attn.q.kernel') match the regex `freeze` are not updated; their
     gradients are zeroed before global-norm clipping.
     """

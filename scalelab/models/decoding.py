@@ -17,30 +17,31 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from scalelab.data.translation import EOS_ID as END, PAD_ID as PAD
+from scalelab.data.translation import EOS_ID as END
+from scalelab.data.translation import PAD_ID as PAD
 
 START = END  # <|endoftext|> starts the decoder's input and ends a sentence
 
 
 def _stepper(model, source_BxS, copies: int, max_len: int, cached: bool):
-    """(initial cache, step(cache, tokens_NxL1, t) -> (logits at position t (N, V), cache)) for
-    N = B * copies rows, row b * copies + j decoding source b."""
+    """(initial cache, step(cache, tokens_RxL1, t) -> (logits at position t (R, V), cache)) for
+    R = B * copies rows, row b * copies + j decoding source b."""
     memory_BxSxD, source_mask_BxS = model.encode(source_BxS)
     repeat = lambda x: jnp.repeat(x, copies, axis=0)
     memory_kv = jax.tree.map(repeat, model.memory_kv(memory_BxSxD))
-    source_mask_NxS = repeat(source_mask_BxS)
+    source_mask_RxS = repeat(source_mask_BxS)
     if not cached:
-        source_NxS = repeat(source_BxS)
+        source_RxS = repeat(source_BxS)
 
-        def full(cache, tokens_NxL1, t):
-            logits_NxLxV = model(source_NxS, decoder_inputs=tokens_NxL1[:, :max_len])
-            return jax.lax.dynamic_index_in_dim(logits_NxLxV, t, axis=1, keepdims=False), cache
+        def full(cache, tokens_RxL1, t):
+            logits_RxLxV = model(source_RxS, decoder_inputs=tokens_RxL1[:, :max_len])
+            return jax.lax.dynamic_index_in_dim(logits_RxLxV, t, axis=1, keepdims=False), cache
         return {}, full
 
-    def step(cache, tokens_NxL1, t):
-        token_Nx1 = jax.lax.dynamic_slice_in_dim(tokens_NxL1, t, 1, axis=1)
-        logits_Nx1xV, cache = model.decode(token_Nx1, cache, t, memory_kv, source_mask_NxS)
-        return logits_Nx1xV[:, 0], cache
+    def step(cache, tokens_RxL1, t):
+        token_Rx1 = jax.lax.dynamic_slice_in_dim(tokens_RxL1, t, 1, axis=1)
+        logits_Rx1xV, cache = model.decode(token_Rx1, cache, t, memory_kv, source_mask_RxS)
+        return logits_Rx1xV[:, 0], cache
     return model.init_cache(source_BxS.shape[0] * copies, max_len, memory_BxSxD.dtype), step
 
 
@@ -78,9 +79,9 @@ def beam_search(model, source_BxS, max_len: int, beam_size: int, alpha: float, c
 
     def body(carry):
         t, alive_BxWxL1, alive_logp_BxW, finished_BxWxL1, finished_score_BxW, cache = carry
-        logits_NxV, cache = step(cache, alive_BxWxL1.reshape(B * W, -1), t)
-        V = logits_NxV.shape[-1]
-        logp_BxWxV = jax.nn.log_softmax(logits_NxV.astype(jnp.float32)).reshape(B, W, V)
+        logits_RxV, cache = step(cache, alive_BxWxL1.reshape(B * W, -1), t)
+        V = logits_RxV.shape[-1]
+        logp_BxWxV = jax.nn.log_softmax(logits_RxV.astype(jnp.float32)).reshape(B, W, V)
         candidates_BxWV = (alive_logp_BxW[..., None] + logp_BxWxV).reshape(B, W * V)
         top_logp_Bx2W, top_BX2W = jax.lax.top_k(candidates_BxWV, 2 * W)  # W of them do not end, at least
         beam_Bx2W, token_Bx2W = top_BX2W // V, (top_BX2W % V).astype(jnp.int32)
@@ -88,8 +89,8 @@ def beam_search(model, source_BxS, max_len: int, beam_size: int, alpha: float, c
         ends_Bx2W = token_Bx2W == END
         alive_logp_BxW, keep_BxW = jax.lax.top_k(jnp.where(ends_Bx2W, -jnp.inf, top_logp_Bx2W), W)
         alive_BxWxL1 = gather(seqs_Bx2WxL1, keep_BxW)
-        rows_N = (jnp.arange(B)[:, None] * W + gather(beam_Bx2W, keep_BxW)).reshape(-1)
-        cache = jax.tree.map(lambda c: jnp.take(c, rows_N, axis=1), cache)  # (layers, N, ...)
+        rows_R = (jnp.arange(B)[:, None] * W + gather(beam_Bx2W, keep_BxW)).reshape(-1)
+        cache = jax.tree.map(lambda c: jnp.take(c, rows_R, axis=1), cache)  # (layers, R, ...)
         ended_Bx2W = jnp.where(ends_Bx2W, top_logp_Bx2W / length_penalty(t + 1.0, alpha), -jnp.inf)
         finished_score_BxW, best_BxW = jax.lax.top_k(jnp.concatenate([finished_score_BxW, ended_Bx2W], 1), W)
         finished_BxWxL1 = gather(jnp.concatenate([finished_BxWxL1, seqs_Bx2WxL1], 1), best_BxW)

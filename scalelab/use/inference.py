@@ -12,10 +12,12 @@ import jax
 import ml_collections
 from flax import nnx
 
-from scalelab import export, models, parallel, plan
-from scalelab import workdir as workdir_lib
-from scalelab import tokenizer as tokenizer_lib
-from scalelab.tasks import DataSpec
+from scalelab import models
+from scalelab.core import parallel, weights
+from scalelab.core.tasks import DataSpec
+from scalelab.training import plan
+from scalelab.core import workdir as workdir_lib
+from scalelab.data import tokenizer as tokenizer_lib
 
 
 class WorkdirError(ValueError):
@@ -69,7 +71,7 @@ def load(workdir: str | Path) -> LanguageModel:
     context = saved.get('data', {}).get('seq_len') or cfg.max_len
     graphdef, target, abstract = abstract_params(cfg, context)
     try:
-        params = export.arrange(export.load_params_flat(workdir), target)
+        params = weights.arrange(weights.load_params_flat(workdir), target)
     except (FileNotFoundError, ValueError) as e:
         raise WorkdirError(f'{workdir}: {e}') from None
     mesh = parallel.make_mesh(parallel.mesh_shape({'data': 1, 'fsdp': 1, 'tensor': -1}, jax.device_count()))

@@ -10,10 +10,12 @@ import dataclasses
 
 from ml_collections import ConfigDict
 
-from scalelab import config, flops, models
-from scalelab import data as data_lib
+from scalelab import models
+from scalelab.core.tasks import DataSpec
 from scalelab.models import base
-from scalelab.tasks import DataSpec
+from scalelab.science import flops
+from scalelab.training import config
+from scalelab import data as data_lib
 
 
 @dataclasses.dataclass(frozen=True)

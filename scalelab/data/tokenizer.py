@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scalelab import files
+from scalelab.core import files
 
 META_FILE = 'scalelab_tokenizer.json'
 HF_FILE = 'tokenizer.json'

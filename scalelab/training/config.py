@@ -14,9 +14,12 @@ import re
 
 from ml_collections import ConfigDict
 
+from scalelab import models
+from scalelab.core import parallel, tasks
+from scalelab.core.errors import ConfigError
+from scalelab.science import flops
+from scalelab.training import diagnostics, optim, writers
 from scalelab import data as data_lib
-from scalelab import diagnostics, flops, models, optim, parallel, tasks, writers
-from scalelab.errors import ConfigError
 
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 # Keys that no longer exist, and what took their place.

@@ -16,8 +16,8 @@ import socket
 import time
 from pathlib import Path
 
-from scalelab import metrics
-from scalelab.errors import ConfigError
+from scalelab.core.errors import ConfigError
+from scalelab.training import metrics
 
 TB_DIR = 'tb'
 WANDB_MODES = ('auto', 'online', 'offline')
