@@ -127,3 +127,16 @@ def test_stop_on_request_preempts(clock):
 def test_profile_is_due_at_its_two_ends(tmp_path):
     action = actions.Profile(3, 6, tmp_path)
     assert [k for k in range(10) if action.due(session(k, []))] == [3, 6]
+
+
+def test_the_interval_logs_the_largest_attention_score_and_the_mean_logit_rms(clock):
+    """Known per-step values: attn_logit_max is the interval's largest (not its mean), the
+    logit RMS and the z-loss term their means."""
+    s = session(30, [3.0, 2.0, 1.0])
+    for step, (score, rms, z) in zip(s.pending, [(4.0, 1.0, 0.1), (17.0, 2.0, 0.2), (9.0, 6.0, 0.6)]):
+        step.update(attn_logit_max=score, logit_rms=rms, z_loss=z)
+    clock[0] = 3.0
+    actions.LogTrain(10, 10, 100.0, None, diagnostics.LossSpikes(100, 6.0))(s)
+    (line,) = s.writers.lines
+    assert line['attn_logit_max'] == 17.0
+    assert line['logit_rms'] == pytest.approx(3.0) and line['z_loss'] == pytest.approx(0.3)

@@ -372,3 +372,12 @@ def test_stream_reads_match_an_in_memory_array(tmp_path):
     assert stream.n_starts(length) == len(expected)
     np.testing.assert_array_equal(stream.read(np.arange(len(expected)), length), np.stack(expected))
     assert os.path.getsize(paths[0]) == 50 * 4
+
+
+def test_eval_bits_per_byte_are_nats_per_token_over_ln2_over_bytes_per_token():
+    """By hand: 70 nats over 40 tokens of 2.5 bytes each is 1.75 nats per token and
+    70 / ln 2 / 100 bits per byte."""
+    from scalelab.core import tasks
+    metrics = tasks.summarize('lm', {'loss_sum': 70.0, 'count': 40.0}, bytes_per_token=2.5)
+    assert metrics['eval_loss'] == 1.75
+    assert metrics['eval_bits_per_byte'] == pytest.approx(70.0 / np.log(2) / 100.0, rel=1e-12)

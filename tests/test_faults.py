@@ -141,21 +141,27 @@ def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, args, expected):
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_start_up_exits_cleanly(tmp_path, sig):
+    """The signal arrives at a known point of start-up: the run writes config.json before it
+    compiles, the test stops the process there (SIGSTOP), sends the signal, and lets it go on;
+    the signal is acted on before any step, every time."""
     proc = subprocess.Popen([sys.executable, '-m', 'scalelab.run', '--config', 'tests/tiny_config.py',
                              f'--workdir={tmp_path}', '--config.train.steps=100000'], cwd=REPO,
                             env={**os.environ, 'SCALELAB_COMPILATION_CACHE': str(TEST_CACHE)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)  # importing jax or compiling
+    deadline = time.monotonic() + 120  # a hang guard, not a measurement
+    while not (tmp_path / 'config.json').exists():
+        assert proc.poll() is None and time.monotonic() < deadline, 'the run never wrote config.json'
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGSTOP)
     proc.send_signal(sig)
+    os.kill(proc.pid, signal.SIGCONT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert 'Traceback' not in err
     summary = json.loads((tmp_path / 'summary.json').read_text())
-    assert summary['status'] == 'preempted'
-    if 'step ' not in out:  # stopped before training: no checkpoint, nothing half-written
-        assert 'stop requested during start-up: no step taken, nothing to save' in out
-        assert summary['step'] == 0
-        assert not (tmp_path / 'checkpoints').exists() or not any((tmp_path / 'checkpoints').iterdir())
+    assert summary['status'] == 'preempted' and summary['step'] == 0
+    assert 'stop requested during start-up: no step taken, nothing to save' in out
+    assert not (tmp_path / 'checkpoints').exists() or not any((tmp_path / 'checkpoints').iterdir())
 
 
 def test_a_diverged_run_exits_3_with_its_step(tmp_path):

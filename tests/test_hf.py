@@ -1,6 +1,7 @@
 """GPT-2 in and out of Hugging Face `transformers`, checked against transformers itself
 (a small random-init GPT2LMHeadModel saved with save_pretrained, run in float32 on CPU)."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -65,6 +66,12 @@ def test_loss_on_a_text_equals_transformers(hf_dir, imported):
     result = evaluate.score_text(lm, TEXT, batch=4)
     assert result['tokens'] == len(ids) - 1
     assert result['loss'] == pytest.approx(reference, abs=1e-4)
+    # bits per byte: transformers' summed nats, in bits, over the UTF-8 bytes of the scored tokens (all but the
+    # first, which is context only), counted from the text itself
+    hf_tokenizer = transformers.PreTrainedTokenizerFast.from_pretrained(hf_dir)
+    scored_bytes = len(TEXT.encode('utf-8')) - len(hf_tokenizer.decode(ids[:1]).encode('utf-8'))
+    assert result['bytes'] == scored_bytes
+    assert result['bits_per_byte'] == pytest.approx(sum(losses) / math.log(2) / scored_bytes, rel=1e-4)
     short = lm.tokenizer.encode(TEXT)[:CONTEXT]  # within one context: transformers' labels= loss itself
     with torch.no_grad():
         expected = float(model(torch.tensor([short]), labels=torch.tensor([short])).loss)

@@ -186,7 +186,12 @@ def test_scores_by_hand():
     # one 5-word sentence, last word wrong: n-gram precisions 4/5, 3/4, 2/3, 1/2, no brevity penalty
     metrics = translation_eval.scores(['a b c d e'], ['a b c d f'])
     assert metrics['eval_bleu'] == pytest.approx(100 * (4 / 5 * 3 / 4 * 2 / 3 * 1 / 2) ** 0.25, rel=1e-6)
-    assert 0 < metrics['eval_chrf'] < 100 and metrics['eval_exact_match'] == 0
+    assert metrics['eval_exact_match'] == 0
+    import sacrebleu  # chrF as sacreBLEU's own function computes it (not BLEU, not a constant)
+    hyps, refs = ['vingt et un', 'cent deux', 'six'], ['vingt et un', 'cent trois', 'six']
+    assert translation_eval.scores(hyps, refs)['eval_chrf'] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+    assert metrics['eval_chrf'] == pytest.approx(sacrebleu.corpus_chrf(['a b c d e'], [['a b c d f']]).score)
+    assert metrics['eval_chrf'] != pytest.approx(metrics['eval_bleu'])
 
 
 def test_number_corpus_holds_out_its_test_numbers():

@@ -195,9 +195,9 @@ def import_dir(source: str | Path, workdir: str | Path) -> dict:
         raise HFError(f'{source}: the tokenizer has {tok.vocab_size} ids but the model (config.json vocab_size) '
                       f'has {model["vocab_size"]}')
     _, target, _ = inference.abstract_params(inference.model_config({'model': model}), model['max_len'])
-    weights = read_weights(source)
+    tensors = read_weights(source)
     try:
-        params = weights.arrange(to_scalelab(weights, model), target)
+        params = weights.arrange(to_scalelab(tensors, model), target)
     except KeyError as e:
         raise HFError(f'{source}: model.safetensors lacks {e.args[0]!r} for a {model["n_layers"]}-layer GPT-2') \
             from None
