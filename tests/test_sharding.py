@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from scalelab.core import parallel, weights
-from scalelab.training import config, loop, train
+from scalelab.training import loop, plan, train
 from tests.helpers import losses, tiny_lm
 
 MESHES = {  # (data, fsdp, tensor) -> devices used
@@ -51,8 +51,8 @@ def test_meshes_give_the_same_parameters(mesh_runs):
 
 
 def sharded_state(shape):
-    cfg = config.resolve(mesh_cfg(shape), 8)
-    prepared = train.setup(cfg, parallel.make_mesh(cfg.mesh))
+    the_plan = plan.make(mesh_cfg(shape), 8)
+    prepared = train.setup(the_plan, parallel.make_mesh(the_plan.cfg.mesh))
     return jax.jit(prepared.init, out_shardings=prepared.shardings)()
 
 
@@ -104,9 +104,10 @@ def test_indivisible_dimension_stays_replicated():
 def test_activation_constraints_reach_the_compiled_step():
     """Logical activation constraints must appear in the lowered module (they
     silently vanish without a mesh context)."""
-    cfg = config.resolve(mesh_cfg((2, 2, 2)), 8)
+    the_plan = plan.make(mesh_cfg((2, 2, 2)), 8)
+    cfg = the_plan.cfg
     mesh = parallel.make_mesh(cfg.mesh)
-    prepared = train.setup(cfg, mesh)
+    prepared = train.setup(the_plan, mesh)
     batch = {k: jax.ShapeDtypeStruct((16, 32), np.int32) for k in ('inputs', 'targets')}
     with jax.set_mesh(mesh):
         text = jax.jit(train.train_step, static_argnums=0).lower(prepared.spec, prepared.abstract_state,

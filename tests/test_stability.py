@@ -12,7 +12,7 @@ from scalelab import data, models
 from scalelab.core import parallel, tasks
 from scalelab.core.errors import ConfigError
 from scalelab.models import transformer
-from scalelab.training import config, loop, optim, train
+from scalelab.training import config, loop, optim, plan, train
 from tests.helpers import losses, tiny_lm
 
 
@@ -113,8 +113,9 @@ def test_zero_inits_start_from_a_uniform_prediction():
 
 
 def loss_fn_parts(z_loss):
-    cfg = config.resolve(tiny_lm(**{'mesh.data': 1, 'train.z_loss': z_loss}), 1)
-    prepared = train.setup(cfg, parallel.make_mesh(cfg.mesh, jax.devices()[:1]))
+    the_plan = plan.make(tiny_lm(**{'mesh.data': 1, 'train.z_loss': z_loss}), 1)
+    cfg = the_plan.cfg
+    prepared = train.setup(the_plan, parallel.make_mesh(cfg.mesh, jax.devices()[:1]))
     state = prepared.init()
     tokens = jax.random.randint(jax.random.key(1), (4, cfg.data.seq_len + 1), 0, cfg.model.vocab_size)
     batch = {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:]}

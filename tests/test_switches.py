@@ -6,7 +6,7 @@ import pytest
 
 from scalelab.core import parallel, weights
 from scalelab.models import transformer
-from scalelab.training import config, loop, train
+from scalelab.training import loop, plan, train
 from tests.helpers import losses, lowered_train_step, tiny_lm
 
 
@@ -88,14 +88,26 @@ def test_bfloat16_compute_tracks_float32(tmp_path, reference):
     within 2% of float32 over 20 steps (bf16 has 8 bits of mantissa)."""
     got_losses, got_params = run(tmp_path, 'bf16', **{'train.compute_dtype': 'bfloat16'})
     np.testing.assert_allclose(got_losses, reference[0], rtol=0.02)
+    assert not np.array_equal(got_losses, reference[0])  # the switch changes the arithmetic: it is not ignored
     assert all(v.dtype == np.float32 for v in got_params.values())  # master weights stay float32
+
+
+def test_bfloat16_compute_puts_the_matmuls_in_bfloat16():
+    """The lowered step's dot products take bf16 operands with the switch, none without."""
+    def dots(dtype):
+        _, lowered = lowered_train_step(tiny_lm(**{'train.compute_dtype': dtype}))
+        lines = [line for line in lowered.as_text().splitlines() if 'dot_general' in line]
+        return [line for line in lines if 'bf16' in line.split('->')[0]], lines
+    bf16, every = dots('bfloat16')
+    assert every and len(bf16) >= len(every) // 2  # the model's matmuls (the loss's reductions may stay f32)
+    assert dots('float32')[0] == []
 
 
 def test_scanned_parameters_shard_with_a_replicated_layer_axis():
     cfg = tiny_lm(**{'model.scan_layers': True, 'model.n_heads': 8})
     cfg.mesh.update(data=2, fsdp=2, tensor=2)
-    cfg = config.resolve(cfg, 8)
-    prepared = train.setup(cfg, parallel.make_mesh(cfg.mesh))
+    the_plan = plan.make(cfg, 8)
+    prepared = train.setup(the_plan, parallel.make_mesh(the_plan.cfg.mesh))
     kernel = prepared.shardings['params']['blocks']['mlp']['up']['kernel']
     assert tuple(kernel.spec) == (None, 'fsdp', 'tensor')
 

@@ -18,7 +18,7 @@ from scalelab.core.errors import ConfigError
 from scalelab.data import translation
 from scalelab.models import decoding, seq2seq
 from scalelab.science import flops
-from scalelab.training import config, loop, train, translation_eval
+from scalelab.training import config, loop, plan, train, translation_eval
 from tests.helpers import REPO, TEST_CACHE, losses, with_overrides
 
 
@@ -74,8 +74,9 @@ def test_train_flops_match_xla_cost_analysis():
     cfg = tiny_translation(**{'model.d_model': 128, 'model.d_ff': 0, 'data.max_source_len': 16,
                               'data.max_target_len': 12, 'train.global_batch': 8, 'data.vocab_size': 300})
     cfg.mesh.data = 1
-    cfg = config.resolve(cfg, 1)
-    prepared = train.setup(cfg, parallel.make_mesh(cfg.mesh, jax.devices()[:1]))
+    the_plan = plan.make(cfg, 1)
+    cfg = the_plan.cfg
+    prepared = train.setup(the_plan, parallel.make_mesh(cfg.mesh, jax.devices()[:1]))
     batch = {'inputs': jax.ShapeDtypeStruct((8, 16), np.int32), 'weights': jax.ShapeDtypeStruct((8, 12), np.float32),
              **{k: jax.ShapeDtypeStruct((8, 12), np.int32) for k in ('decoder_inputs', 'targets')}}
     lowered = jax.jit(train.train_step, static_argnums=0).lower(prepared.spec, prepared.abstract_state, batch)

@@ -74,6 +74,20 @@ def norm(kind: str, dim: int, *, eps: float, use_bias: bool, rngs: nnx.Rngs) -> 
     raise ValueError(f'unknown norm {kind!r}')
 
 
+def embedding(vocab_size: int, dim: int, std: float, rngs: nnx.Rngs) -> nnx.Embed:
+    """A (vocab, dim) table that looks up and attends in its own dtype: nnx.Embed fixes its
+    dtype to the parameter dtype at construction (float32), so a table cast to the compute
+    dtype (train.compute_dtype) would be promoted back to float32, and every matmul after it
+    with it."""
+    return nnx.Embed(vocab_size, dim, embedding_init=normal(std, ('vocab', 'embed')), promote_dtype=_own_dtype,
+                     rngs=rngs)
+
+
+def _own_dtype(args, dtype=None, inexact=True):
+    """nnx.Embed's promote_dtype hook, left as the arrays are."""
+    return args
+
+
 def dropout(x: jax.Array, rate: float, rngs: nnx.Rngs | None) -> jax.Array:
     """Inverted dropout; identity when rate is 0 or no rngs are given (evaluation)."""
     if rate == 0.0 or rngs is None:

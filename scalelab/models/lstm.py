@@ -45,8 +45,7 @@ def cell(d_in: int, d_hidden: int, rngs) -> nnx.LSTMCell:
 
 class Model(nnx.Module):
     def __init__(self, cfg, spec, *, rngs: nnx.Rngs):
-        self.embed = nnx.Embed(cfg.vocab_size, cfg.d_embed,
-                               embedding_init=layers.normal(1.0, ('vocab', 'embed')), rngs=rngs)
+        self.embed = layers.embedding(cfg.vocab_size, cfg.d_embed, 1.0, rngs)
         dims = [cfg.d_embed] + [cfg.d_hidden] * cfg.n_layers
         self.cells = nnx.List([cell(a, cfg.d_hidden, rngs) for a in dims[:-1]])
         self.head = layers.Dense((cfg.d_hidden,), (cfg.vocab_size,), ('mlp', 'vocab'),

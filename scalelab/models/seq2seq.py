@@ -85,11 +85,9 @@ class Model(nnx.Module):
         def table(rows, names):
             return layers.normal(cfg.init_std, names)(rngs.params(), (rows, d))
 
-        self.embed = nnx.Embed(cfg.vocab_size, d, embedding_init=layers.normal(cfg.init_std, ('vocab', 'embed')),
-                               rngs=rngs)
+        self.embed = layers.embedding(cfg.vocab_size, d, cfg.init_std, rngs)
         self.target_embed = (None if cfg.share_embeddings else
-                             nnx.Embed(cfg.vocab_size, d, embedding_init=layers.normal(cfg.init_std,
-                                                                                     ('vocab', 'embed')), rngs=rngs))
+                             layers.embedding(cfg.vocab_size, d, cfg.init_std, rngs))
         learned = cfg.position == 'learned'
         self.pos_embed = nnx.Param(table(cfg.max_len, ('pos', 'embed'))) if learned else None
         self.target_pos_embed = nnx.Param(table(cfg.max_len, ('pos', 'embed'))) if learned else None

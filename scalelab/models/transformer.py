@@ -350,8 +350,7 @@ class Model(nnx.Module):
 
     def __init__(self, cfg, spec=None, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model,
-                               embedding_init=layers.normal(cfg.init_std, ('vocab', 'embed')), rngs=rngs)
+        self.embed = layers.embedding(cfg.vocab_size, cfg.d_model, cfg.init_std, rngs)
         self.pos_embed = (nnx.Param(layers.normal(cfg.init_std, ('pos', 'embed'))(
             rngs.params(), (cfg.max_len, cfg.d_model))) if cfg.position == 'learned' else None)
         # Layer i's parameters come from fold_in(key, i) in both layouts, so
