@@ -149,19 +149,21 @@ def sequence_logp(model, source, tokens):
 
 def test_beam_search_finds_the_exhaustive_best():
     """With a beam as wide as every hypothesis, beam search returns the sequence an exhaustive
-    search ranks first by log-probability over the length penalty."""
+    search ranks first by log-probability over the length penalty, among sentences of words:
+    PAD is never a word (an empty translation, (PAD, END), used to count as an answer)."""
     vocab, max_len, alpha = 5, 3, 0.6
     cfg = model_cfg(vocab=vocab, init_std=0.5)
     model = build(cfg, 3)
     source = np.array([2, 3, 4, 2, 0, 0])
     finished = [list(prefix) + [decoding.END] for n in range(max_len) for prefix in
-                itertools.product([t for t in range(vocab) if t != decoding.END], repeat=n)]
+                itertools.product([t for t in range(vocab) if t not in (decoding.END, decoding.PAD)], repeat=n)]
     scored = {tuple(s): sequence_logp(model, source, s) / decoding.length_penalty(len(s), alpha) for s in finished}
     best = max(scored, key=scored.get)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     got = decoding.translate_ids(graphdef, params, rest, jnp.asarray(source[None]), max_len=max_len, beam_size=25,
                                  alpha=alpha)
     assert tuple(np.asarray(got)[0][:len(best)]) == best
+    assert decoding.PAD not in best[:-1]
 
 
 def test_greedy_follows_the_argmax():
@@ -170,7 +172,8 @@ def test_greedy_follows_the_argmax():
     tokens = []
     for _ in range(cfg.max_len):
         inputs = np.array([[decoding.START] + tokens])
-        logits = np.asarray(model(jnp.asarray(source[None]), decoder_inputs=jnp.asarray(inputs)))[0, -1]
+        logits = np.array(model(jnp.asarray(source[None]), decoder_inputs=jnp.asarray(inputs)))[0, -1]
+        logits[decoding.PAD] = -np.inf  # never a word
         tokens.append(int(np.argmax(logits)))
         if tokens[-1] == decoding.END:
             break

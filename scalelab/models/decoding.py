@@ -23,6 +23,12 @@ from scalelab.data.translation import PAD_ID as PAD
 START = END  # <|endoftext|> starts the decoder's input and ends a sentence
 
 
+def no_padding(logits_RxV):
+    """Logits with PAD made impossible: padding is what follows a sentence, never a word of it
+    (a search that could emit it would count (PAD, END), an empty translation, as an answer)."""
+    return logits_RxV.at[:, PAD].set(-jnp.inf)
+
+
 def _stepper(model, source_BxS, copies: int, max_len: int, cached: bool):
     """(initial cache, step(cache, tokens_RxL1, t) -> (logits at position t (R, V), cache)) for
     R = B * copies rows, row b * copies + j decoding source b."""
@@ -35,13 +41,13 @@ def _stepper(model, source_BxS, copies: int, max_len: int, cached: bool):
 
         def full(cache, tokens_RxL1, t):
             logits_RxLxV = model(source_RxS, decoder_inputs=tokens_RxL1[:, :max_len])
-            return jax.lax.dynamic_index_in_dim(logits_RxLxV, t, axis=1, keepdims=False), cache
+            return no_padding(jax.lax.dynamic_index_in_dim(logits_RxLxV, t, axis=1, keepdims=False)), cache
         return {}, full
 
     def step(cache, tokens_RxL1, t):
         token_Rx1 = jax.lax.dynamic_slice_in_dim(tokens_RxL1, t, 1, axis=1)
         logits_Rx1xV, cache = model.decode(token_Rx1, cache, t, memory_kv, source_mask_RxS)
-        return logits_Rx1xV[:, 0], cache
+        return no_padding(logits_Rx1xV[:, 0]), cache
     return model.init_cache(source_BxS.shape[0] * copies, max_len, memory_BxSxD.dtype), step
 
 
