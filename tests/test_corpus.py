@@ -327,7 +327,7 @@ def test_resident_memory_stays_flat_on_a_corpus_larger_than_the_budget(tmp_path)
             for _ in range({tokens} // chunk.size):
                 f.write(chunk.tobytes())
         (root / 'validation-00000.bin').write_bytes(chunk[:4096].tobytes())
-        from scalelab import tokenizer
+        from scalelab.data import tokenizer
         tokenizer.byte_level().save(root / 'tokenizer')
         meta = dict(format=corpus.FORMAT, tokenizer=tokenizer.byte_level().identity(), dtype='uint16',
                     splits=dict(train=dict(tokens={tokens}, documents=1, bytes={tokens},
