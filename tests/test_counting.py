@@ -8,7 +8,7 @@ from scalelab import data, models
 from scalelab.core import tasks
 from scalelab.models import transformer
 from scalelab.science import flops
-from scalelab.training import config
+from scalelab.training import config, plan
 from tests.helpers import lowered_train_step, tiny_lm
 
 
@@ -68,14 +68,37 @@ def test_kaplan_approximation_holds_for_a_plain_model():
 @pytest.mark.parametrize('mlp, kv_heads', [('gelu', 0), ('swiglu', 0), ('gelu', 1)])
 def test_train_flops_match_xla_cost_analysis(mlp, kv_heads):
     """Analytic training FLOPs (3x forward, full attention square as XLA computes it)
-    agree with the compiled step's own count within 10%."""
+    agree with the compiled step's own count within 3% (measured: 1.0-1.4% below it: XLA
+    also counts the softmax, norms and activations, which the convention leaves out)."""
     cfg = tiny_lm(**{'model.d_model': 256, 'model.n_layers': 2, 'model.n_heads': 4, 'model.d_ff': 0,
                      'model.mlp': mlp, 'model.n_kv_heads': kv_heads, 'data.seq_len': 128,
                      'train.global_batch': 8})
     cfg, lowered = lowered_train_step(cfg)
     xla = lowered.compile().cost_analysis()['flops']
     analytic = 3 * 8 * flops.forward_flops_per_example(cfg.model, data.spec(cfg.data), causal=False)
-    assert analytic == pytest.approx(xla, rel=0.10)
+    assert analytic == pytest.approx(xla, rel=0.03)
     # the causal count is smaller by exactly half the attention-context term
     context = 3 * 8 * 128 * cfg.model.n_layers * 4 * 128 * 256
     assert flops.train_flops_per_step(cfg.model, data.spec(cfg.data), 8) == pytest.approx(analytic - context / 2)
+
+
+def matmuls_decoder_only(B, L, D, F, N, K, V, layers, mlp_inputs=1):
+    """Forward FLOPs of a decoder-only step by hand, matmul by matmul (m x k x n -> 2 m k n):
+    q and o (D x D), k and v (D x K H), the scores and the weighted values over the full
+    square (as XLA computes them), the MLP (D x F, its gate too with swiglu), the head (D x V)."""
+    H = D // N
+    per_layer = (2 * (2 * B * L * D * D) + 2 * (2 * B * L * D * K * H)
+                 + 2 * (2 * B * N * L * L * H)
+                 + (mlp_inputs + 1) * (2 * B * L * D * F))
+    return layers * per_layer + 2 * B * L * D * V
+
+
+@pytest.mark.parametrize('mlp, kv_heads', [('gelu', 0), ('swiglu', 0), ('gelu', 1)])
+def test_forward_flops_equal_a_matmul_by_matmul_hand_count(mlp, kv_heads):
+    cfg = tiny_lm(**{'model.d_model': 256, 'model.n_layers': 2, 'model.n_heads': 4, 'model.d_ff': 0,
+                     'model.mlp': mlp, 'model.n_kv_heads': kv_heads, 'data.seq_len': 128})
+    the_plan = plan.make(cfg, 8)
+    m = the_plan.cfg.model
+    expected = matmuls_decoder_only(1, 128, m.d_model, m.d_ff, m.n_heads, m.n_kv_heads, m.vocab_size, m.n_layers,
+                                    2 if mlp == 'swiglu' else 1)
+    assert flops.forward_flops_per_example(m, the_plan.spec, causal=False) == expected

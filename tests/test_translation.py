@@ -81,8 +81,22 @@ def test_train_flops_match_xla_cost_analysis():
              **{k: jax.ShapeDtypeStruct((8, 12), np.int32) for k in ('decoder_inputs', 'targets')}}
     lowered = jax.jit(train.train_step, static_argnums=0).lower(prepared.spec, prepared.abstract_state, batch)
     xla = lowered.compile().cost_analysis()['flops']
-    analytic = 3 * 8 * flops.forward_flops_per_example(cfg.model, data.spec(cfg.data), causal=False)
-    assert analytic == pytest.approx(xla, rel=0.10)
+    forward = flops.forward_flops_per_example(cfg.model, the_plan.spec, causal=False)
+    xla_forward = jax.jit(lambda p, s, b: train._forward(prepared.spec, p, s, b, train=False, rngs=None)[0]).lower(
+        prepared.abstract_state['params'], prepared.abstract_state['model_state'], batch).compile().cost_analysis()['flops']
+    # The forward pass agrees as the decoder-only one does (measured: 1.4% below XLA, which also counts the
+    # softmax, norms and activations). XLA's backward costs 3.13 forwards here, not 2: about 13.5 MFLOP more per
+    # encoder layer and 7.7 per decoder layer than twice the forward (measured by varying the layer counts), in
+    # the backward of the padded two-way and cross attention, not a term the hand count misses (below).
+    assert 8 * forward == pytest.approx(xla_forward, rel=0.03)
+    assert 3 * 8 * forward == pytest.approx(xla, rel=0.07)
+    # by hand, matmul by matmul (m x k x n -> 2 m k n), batch 1, full attention squares
+    S, T, D, F, V, H, N = 16, 12, 128, 512, cfg.model.vocab_size, 128 // cfg.model.n_heads, cfg.model.n_heads
+    encoder = 4 * 2 * S * D * D + 2 * 2 * N * S * S * H + 2 * 2 * S * D * F
+    decoder = (4 * 2 * T * D * D + 2 * 2 * N * T * T * H              # self-attention
+               + 2 * 2 * T * D * D + 2 * 2 * S * D * D + 2 * 2 * N * T * S * H  # cross: q, o; k, v of the source
+               + 2 * 2 * T * D * F)
+    assert forward == cfg.model.n_layers * encoder + cfg.model.n_decoder_layers * decoder + 2 * T * D * V
 
 
 def test_padding_changes_nothing_real():
