@@ -86,5 +86,11 @@ def test_cli_prints_completions(tmp_path):
                           env={**os.environ, 'SCALELAB_COMPILATION_CACHE': str(TEST_CACHE)},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "--- 'def f('" in done.stdout and "--- 'import'" in done.stdout
     assert '24 tokens in' in done.stderr
+    # what it prints is the library's greedy continuation of each prompt, decoded
+    lm = inference.load(tmp_path)
+    tokens, pad = generate.pad_prompts([lm.tokenizer.encode(t) for t in ('def f(', 'import')])
+    new = np.asarray(generate.generate_cached(lm.graphdef, lm.params, jnp.asarray(tokens), jnp.asarray(pad),
+                                              jax.random.key(0), max_new=12, temperature=0.0, top_k=40))
+    expected = ''.join(f'--- {prompt!r}\n{prompt}{lm.tokenizer.decode(row)}\n' for prompt, row in zip(('def f(', 'import'), new))
+    assert done.stdout == expected

@@ -44,14 +44,21 @@ def test_corrupt_idx_is_a_clear_error(tmp_path):
 
 def test_fashion_mnist_read_from_idx_files(tmp_path):
     rng = np.random.default_rng(0)
+    written = {}
     for split, n in (('train', 40), ('t10k', 10)):
-        write_idx(tmp_path / f'{split}-images-idx3-ubyte.gz', rng.integers(0, 256, (n, 28, 28)).astype(np.uint8))
-        write_idx(tmp_path / f'{split}-labels-idx1-ubyte.gz', rng.integers(0, 10, n).astype(np.uint8))
+        written[split] = (rng.integers(0, 256, (n, 28, 28)).astype(np.uint8), rng.integers(0, 10, n).astype(np.uint8))
+        write_idx(tmp_path / f'{split}-images-idx3-ubyte.gz', written[split][0])
+        write_idx(tmp_path / f'{split}-labels-idx1-ubyte.gz', written[split][1])
     cfg = images.default_config()
     cfg.path = str(tmp_path)
     source = images.load(cfg, global_batch=8, seed=0)
     assert source.x_train.shape == (40, 28, 28, 1) and source.x_test.shape == (10, 28, 28, 1)
     assert abs(source.x_train.mean()) < 1e-5 and source.x_train.std() == pytest.approx(1, rel=1e-4)
+    # every label is the one written beside its image, in order
+    np.testing.assert_array_equal(source.y_train, written['train'][1])
+    np.testing.assert_array_equal(source.y_test, written['t10k'][1])
+    pixels = written['train'][0].astype(np.float64)  # the images are the written pixels, standardized
+    np.testing.assert_allclose(source.x_train[..., 0], (pixels - pixels.mean()) / pixels.std(), rtol=1e-4, atol=1e-4)
 
 
 def test_missing_dataset_names_the_install_command(tmp_path):
