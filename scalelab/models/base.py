@@ -10,7 +10,8 @@ Class attributes:
     SUPPORTS          what it can do beyond training: 'mup', 'scan_layers', 'remat', 'kv_cache', 'cudnn'
     Model             its nnx module: Model(cfg, spec, rngs=...), called as model(inputs, train=..., rngs=...)
 
-Functions (static: a family is a namespace of pure functions of its config section):
+Functions (static: a family is a namespace of pure functions of its config section; a
+subclass takes both lists from the top level of its own module, see __init_subclass__):
     default_config()                the model section with every key and its default
     resolve(cfg)                    fill derived values in place (d_ff = 0 -> 4 d_model, ...)
     validate(cfg, spec)             problems, each naming the key, its value and what is valid
@@ -22,6 +23,12 @@ Functions (static: a family is a namespace of pure functions of its config secti
 """
 from __future__ import annotations
 
+import sys
+
+# What a family module defines at its top level and its Family subclass takes from there.
+INTERFACE = ('TASKS', 'DEFAULT_DATA', 'CHOICES', 'POSITIVE', 'EMBEDDING_PARAMS', 'Model', 'default_config', 'resolve',
+             'validate', 'param_counts', 'forward_flops', 'head_params', 'lr_groups', 'stacked_prefix')
+
 
 class Family:
     name: str = ''
@@ -32,6 +39,17 @@ class Family:
     EMBEDDING_PARAMS: tuple = ()
     SUPPORTS: frozenset = frozenset()
     Model: type = None
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass takes INTERFACE's names from its own module where it does not set them
+        itself: a family file writes its functions and constants once, at the top level."""
+        super().__init_subclass__(**kwargs)
+        module = sys.modules[cls.__module__]
+        for key in INTERFACE:
+            if key in cls.__dict__ or not hasattr(module, key):
+                continue
+            value = getattr(module, key)
+            setattr(cls, key, staticmethod(value) if callable(value) and not isinstance(value, type) else value)
 
     @staticmethod
     def default_config():

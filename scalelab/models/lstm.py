@@ -87,8 +87,3 @@ def head_params(cfg) -> int:
 
 class LSTM(base.Family):
     name = 'lstm'
-    TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS = TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS
-    Model = Model
-    default_config, resolve, validate = staticmethod(default_config), staticmethod(resolve), staticmethod(validate)
-    param_counts, forward_flops = staticmethod(param_counts), staticmethod(forward_flops)
-    head_params = staticmethod(head_params)

@@ -74,7 +74,3 @@ def _dims(cfg, spec) -> list[int]:
 
 class MLP(base.Family):
     name = 'mlp'
-    TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS = TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS
-    Model = Model
-    default_config, resolve, validate = staticmethod(default_config), staticmethod(resolve), staticmethod(validate)
-    param_counts, forward_flops = staticmethod(param_counts), staticmethod(forward_flops)

@@ -149,7 +149,3 @@ def forward_flops(cfg, spec, causal: bool = True) -> float:
 
 class ResNet(base.Family):
     name = 'resnet'
-    TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS = TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS
-    Model = Model
-    default_config, resolve, validate = staticmethod(default_config), staticmethod(resolve), staticmethod(validate)
-    param_counts, forward_flops = staticmethod(param_counts), staticmethod(forward_flops)

@@ -212,9 +212,5 @@ def forward_flops(cfg, spec, causal: bool = True) -> float:
 
 class Seq2Seq(base.Family):
     name = 'seq2seq'
-    TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS = TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS
     SUPPORTS = frozenset({'kv_cache'})
-    Model = Model
-    default_config, resolve, validate = staticmethod(default_config), staticmethod(resolve), staticmethod(validate)
-    param_counts, forward_flops = staticmethod(param_counts), staticmethod(forward_flops)
     head_params = staticmethod(transformer.head_params)

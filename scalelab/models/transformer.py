@@ -534,10 +534,4 @@ def head_params(cfg) -> int:
 
 class Transformer(base.Family):
     name = 'transformer'
-    TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS = TASKS, DEFAULT_DATA, CHOICES, POSITIVE, EMBEDDING_PARAMS
     SUPPORTS = frozenset({'mup', 'scan_layers', 'remat', 'kv_cache', 'cudnn'})
-    Model = Model
-    default_config, resolve, validate = staticmethod(default_config), staticmethod(resolve), staticmethod(validate)
-    param_counts, forward_flops = staticmethod(param_counts), staticmethod(forward_flops)
-    head_params, lr_groups = staticmethod(head_params), staticmethod(lr_groups)
-    stacked_prefix = staticmethod(stacked_prefix)
