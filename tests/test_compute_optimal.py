@@ -136,6 +136,10 @@ def test_predict_writes_the_run_to_train_and_verify_sets_its_loss_against_the_in
     measured = verify.verification(predicted, run)
     assert measured['loss'] == 2.25 and measured['inside'] is False
     assert measured['relative_error'] == pytest.approx(2.1 / 2.25 - 1)
+    with open(run / 'metrics.jsonl', 'w') as f:   # two evaluations, a training record between
+        for record in ({'step': 50, 'eval_loss': 2.6}, {'step': 60, 'loss': 2.4}, {'step': 200, 'eval_loss': 2.25}):
+            f.write(json.dumps(record) + '\n')
+    assert verify.eval_curve(run, 6e10) == [(1.5e10, 2.6), (6e10, 2.25)]
     saved['model']['d_model'] += 16
     files.write_json(run / 'config.json', saved)
     with pytest.raises(ValueError, match='not the predicted run: model.d_model='):

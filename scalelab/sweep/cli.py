@@ -229,7 +229,8 @@ def predict_main() -> int:
 
 
 def verify_main() -> int:
-    """verification.json: the predicted run's measured loss against its prediction."""
+    """verification.json: the predicted run's measured loss against its prediction (and, with
+    --workdir the study's sweep, verification.png beside it)."""
     from scalelab.core import workdir as workdir_lib
     from scalelab.sweep import verify
     if not _PREDICTION.value or not _RUN.value or not _OUT.value:
@@ -241,6 +242,10 @@ def verify_main() -> int:
                 f'{measured["loss_hi"]:.4f}]') if 'inside' in measured else ''
     print(f'{measured["metric"]}: predicted {measured["predicted"]:.4f}, measured {measured["loss"]:.4f} '
           f'({100 * measured["relative_error"]:+.2f}%){interval}; wrote {_OUT.value}')
+    if _WORKDIR.value:
+        png = Path(_OUT.value).with_suffix('.png')
+        verify.figure(measured, Path(_WORKDIR.value), Path(_RUN.value), png)
+        print(f'wrote {png}')
     return 0
 
 

@@ -334,3 +334,31 @@ def _lr_sensitivity(fit, data):
     axes[0][0].set_ylabel('final eval loss, capped at the initial loss')
     axes[1][0].set_ylabel('largest attention logit')
     return fig
+
+
+def verification(measured: dict, rows: list[dict], approach3: dict, curve: list[tuple[float, float]],
+                 path: Path) -> None:
+    """verification.png: the study's losses against C, Approach 3's compute-optimal frontier carried
+    to the predicted budget, the prediction's interval, and the predicted run (its evaluations along
+    the way, and the measured end)."""
+    law = scaling.Chinchilla(**approach3['params'])
+    C = np.array([r['C'] for r in rows], float)
+    loss = np.array([r['loss'] for r in rows], float)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    ax.scatter(C, loss, s=14, color='0.6', label=f'study runs ({len(rows)})')
+    grid = np.geomspace(C.min() / 1.5, measured['C'] * 1.5, 80)
+    ax.plot(grid, law.predict(*law.optimal_allocation(grid)), color='C0',
+            label=f'Approach 3 at its optimum: {approach3["formula"].split(";")[0]}')
+    ax.axhline(law.E, color='C0', ls=':', lw=1, label=f'its E = {law.E:.3f}')
+    if curve:
+        ax.plot(*zip(*curve), 'o-', color='C2', ms=3, lw=1,
+                label='the predicted run\'s evaluations (schedule not yet annealed)')
+    lo, hi = measured.get('loss_lo', measured['predicted']), measured.get('loss_hi', measured['predicted'])
+    ax.errorbar([measured['C']], [measured['predicted']], yerr=[[measured['predicted'] - lo], [hi - measured['predicted']]],
+                fmt='s', color='C1', capsize=5, zorder=5, label=f'predicted {measured["predicted"]:.3f} [{lo:.3f}, {hi:.3f}]')
+    where = {True: ' (inside)', False: ' (outside)'}.get(measured.get('inside'), '')
+    ax.scatter([measured['C']], [measured['loss']], marker='*', s=220, color='C3', edgecolor='k', zorder=6,
+               label=f'measured {measured["loss"]:.4f}{where}')
+    _log_axes(ax, 'compute C (FLOPs)', measured['metric'], x_kind='flops')
+    ax.legend(fontsize=7, loc='upper right')
+    _save(fig, path, f'prediction at C = {measured["C"]:.3g} against its run')

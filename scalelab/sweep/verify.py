@@ -73,6 +73,22 @@ def verification(predicted: dict, run_dir: Path) -> dict:
     return out
 
 
+def figure(measured: dict, sweep_dir: Path, run_dir: Path, path: Path) -> None:
+    """verification.png: the prediction and its run beside the study it came from."""
+    from scalelab.sweep import plots, results
+    fit = read_json(sweep_dir / 'fit.json', 'refit it with `python -m scalelab.sweep fit --law compute_optimal`')
+    rows = [r for r in results.read_csv(sweep_dir / 'results.csv') if r.get('status', 'completed') == 'completed']
+    plots.verification(measured, rows, fit['approach3'], eval_curve(run_dir, measured['C']), path)
+
+
+def eval_curve(run_dir: Path, C: float) -> list[tuple[float, float]]:
+    """(compute so far, eval_loss) at each of the run's evaluations: C scaled by step / last step."""
+    from scalelab.training import metrics
+    records = [r for r in metrics.read_jsonl(run_dir / 'metrics.jsonl') if 'eval_loss' in r]
+    last = max((r['step'] for r in records), default=1)
+    return [(C * r['step'] / last, r['eval_loss']) for r in records]
+
+
 def _get(cfg: dict, dotted: str):
     node = cfg
     for part in dotted.split('.'):
