@@ -32,8 +32,7 @@ sys.path.insert(0, str(REPO))
 
 # module (under scalelab/) -> the test files that exercise it
 MODULES = {
-    'science/flops.py': ['test_counting.py', 'test_families.py', 'test_diagnostics.py', 'test_benchmark.py',
-                          'test_surfaces.py'],
+    'science/flops.py': ['test_counting.py', 'test_surfaces.py'],
     'science/scaling.py': ['test_scaling.py', 'test_fit_checks.py'],
     'science/isoflop.py': ['test_isoflop.py'],
     'science/envelope.py': ['test_envelope.py'],
