@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -129,6 +130,44 @@ def test_bootstrap_checks_name_failures_and_frozen_parameters():
     assert checks.bootstrap(params, frozen, 200, 0) == [
         'the bootstrap cannot vary alpha (standard error 0): its intervals mean nothing and are not reported']
     assert not checks.usable_bootstrap(200, 0, frozen, params)
+
+
+def test_the_bootstrap_checks_at_their_edges():
+    """Exactly half the refits failed is still usable, one more is not; a standard error of
+    exactly 1e-9 of the value is frozen, and a value of zero (or a quantity that is not a
+    fitted parameter) is held to 1e-21, not to 1e-9."""
+    params = {'E': 2.0, 'A': 0.0}
+    moving = {'E': {'se': 0.1}, 'A': {'se': 0.1}}
+    assert checks.usable_bootstrap(200, 100, moving, params)
+    assert checks.bootstrap(params, moving, 200, 100) == [
+        '100 of 200 bootstrap refits failed and are left out of the intervals']
+    assert not checks.usable_bootstrap(200, 101, moving, params)
+    assert checks.bootstrap(params, moving, 200, 101)[0].endswith('the bootstrap failed, no intervals are reported')
+    assert checks.frozen_params({'E': {'se': 2e-9}}, params) == ['E']
+    assert checks.frozen_params({'E': {'se': 2.1e-9}}, params) == []
+    assert checks.frozen_params({'A': {'se': 5e-10}, 'G': {'se': 5e-10}}, params) == []
+    assert checks.frozen_params({'A': {'se': 0.0}, 'G': {'se': 1e-22}}, params) == ['A', 'G']
+    both = {'E': {'se': 0.0}, 'A': {'se': 0.0}}
+    assert checks.bootstrap(params, both, 200, 0) == [
+        'the bootstrap cannot vary E, A (standard error 0): its intervals mean nothing and are not reported']
+    assert not checks.usable_bootstrap(200, 0, both, params)
+
+
+def test_the_other_checks_at_their_edges_and_in_their_words():
+    """An exponent of exactly 1e-3 is no law, a law that moves the loss by exactly one scatter is
+    flat; a bound outside the known meanings still says what it means; the scatter is the RMS
+    residual (hand value sqrt(5/2))."""
+    assert checks.degrees_of_freedom(3, 3, 'power') == [
+        '3 points for the 3 free parameters of the power law: it interpolates them exactly; '
+        'no interval, no held-out check and no allocation can be trusted, so none is reported']
+    assert checks.degrees_of_freedom(4, 3, 'power') == []
+    assert len(checks.exponents({'alpha': 1e-3, 'E': -1.0})) == 1 and checks.exponents({'alpha': 1.1e-3}) == []
+    assert len(checks.flat(0.5, 0.5)) == 1 and checks.flat(0.51, 0.5) == []
+    upper = types.SimpleNamespace(alpha=9.5, at_bounds=('alpha upper',))
+    assert checks.bounds(upper) == [
+        'alpha = 9.5 is at the upper bound of its search (the box of the search cuts the optimum off)']
+    assert checks.bounds(object()) == []
+    assert checks.scatter(np.array([1.0, 2.0]), np.zeros(2)) == pytest.approx(math.sqrt(2.5), rel=1e-12)
 
 
 def test_the_cli_prints_each_warning_and_writes_them_to_fit_json(tmp_path):

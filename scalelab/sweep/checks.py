@@ -52,18 +52,22 @@ def bootstrap(params: dict[str, float], stats: dict[str, dict], resamples: int, 
         lines.append(f'{failed} of {resamples} bootstrap refits failed' + (
             ': the bootstrap failed, no intervals are reported' if failed > (1 - MIN_BOOTSTRAP_SUCCESS) * resamples
             else ' and are left out of the intervals'))
-    frozen = [name for name, s in stats.items()
-              if s['se'] <= 1e-9 * max(abs(params.get(name, 0.0)), 1e-12)]
+    frozen = frozen_params(stats, params)
     if frozen:
         lines.append(f'the bootstrap cannot vary {", ".join(frozen)} (standard error 0): its intervals mean nothing '
                      'and are not reported')
     return lines
 
 
+def frozen_params(stats: dict[str, dict], params: dict[str, float]) -> list[str]:
+    """The quantities whose bootstrap standard error is zero: at most 1e-9 of their value (of
+    1e-21 when the value is zero or not a fitted parameter)."""
+    return [name for name, s in stats.items() if s['se'] <= 1e-9 * max(abs(params.get(name, 0.0)), 1e-12)]
+
+
 def usable_bootstrap(resamples: int, failed: int, stats: dict[str, dict], params: dict[str, float]) -> bool:
     """Whether the bootstrap's intervals may be reported (see `bootstrap`)."""
-    return (failed <= (1 - MIN_BOOTSTRAP_SUCCESS) * resamples
-            and not any(s['se'] <= 1e-9 * max(abs(params.get(n, 0.0)), 1e-12) for n, s in stats.items()))
+    return failed <= (1 - MIN_BOOTSTRAP_SUCCESS) * resamples and not frozen_params(stats, params)
 
 
 def dropped(rows: list[tuple[str, str]]) -> list[str]:
