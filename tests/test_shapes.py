@@ -43,3 +43,48 @@ def test_total_count_rule_counts_embeddings(base):
 def test_rejects_impossible_targets(base, target, message):
     with pytest.raises(ValueError, match=message):
         shapes.solve_transformer(target, base, shapes.default_rule())
+
+
+def test_grouped_query_attention_keeps_its_group_size(base):
+    """A model with 4 query heads per kv head keeps that ratio at every solved width; one
+    without n_kv_heads gets one kv head per query head."""
+    base.update(n_heads=8, n_kv_heads=2)
+    model = shapes.solve_transformer(2e7, base, shapes.default_rule())
+    assert model.n_heads >= 8 and model.n_kv_heads == model.n_heads // 4
+    base.n_kv_heads = None
+    model = shapes.solve_transformer(2e7, base, shapes.default_rule())
+    assert model.n_kv_heads == model.n_heads
+
+
+def test_the_with_head_count_is_non_embedding_plus_the_output_matrix(base):
+    base.update(vocab_size=256, tie_embeddings=False)
+    rule = shapes.default_rule()
+    rule.count = 'with_head'
+    model = shapes.solve_transformer(1e6, base, rule)
+    with_head = transformer.param_counts(model)['non_embedding'] + model.d_model * 256   # the head, by hand
+    assert shapes.count(model, rule) == with_head
+    assert abs(with_head / 1e6 - 1) <= 0.05
+
+
+def test_the_width_search_brackets_its_target_by_adjacent_multiples(base):
+    """Widths come back as the two multiples of head_dim around the target: below the smallest
+    width, the smallest alone; a target hit exactly at 4 heads, 3 and 4 heads."""
+    rule = shapes.default_rule()
+
+    def n_at(heads):
+        return shapes.count(shapes.shape_for(base, 2, heads * rule.head_dim, rule), rule)
+
+    assert shapes._widths_near(1.0, 2, base, rule) == [rule.head_dim]
+    assert shapes._widths_near(float(n_at(4)), 2, base, rule) == [3 * rule.head_dim, 4 * rule.head_dim]
+    lo, hi = shapes._widths_near(5e6, 2, base, rule)
+    assert hi - lo == rule.head_dim and n_at(lo // rule.head_dim) < 5e6 <= n_at(hi // rule.head_dim)
+
+
+def test_an_unreachable_target_stops_widening_past_two_to_the_sixteen_heads(base):
+    """The search doubles the number of heads until past 2^16 and then gives up with the nearest
+    shapes named: the widest it tried, 2^17 heads, is
+    among them."""
+    rule = shapes.default_rule()
+    rule.max_layers = 1
+    with pytest.raises(ValueError, match=f'nearest: .*\\(d_model={(1 << 17) * rule.head_dim}, n_layers=1\\)$'):
+        shapes.solve_transformer(1e30, base, rule)
