@@ -88,3 +88,26 @@ def test_an_unreachable_target_stops_widening_past_two_to_the_sixteen_heads(base
     rule.max_layers = 1
     with pytest.raises(ValueError, match=f'nearest: .*\\(d_model={(1 << 17) * rule.head_dim}, n_layers=1\\)$'):
         shapes.solve_transformer(1e30, base, rule)
+
+
+def test_the_search_reaches_exactly_max_layers_and_an_exact_hit_meets_tolerance_zero(base):
+    rule = shapes.default_rule()
+    rule.max_layers = 2
+    assert shapes.solve_transformer(1e7, base, rule).n_layers == 2   # the aspect ratio wants more: the cap holds
+    rule.tolerance = 0.0
+    exact = shapes.count(shapes.shape_for(base, 2, 4 * rule.head_dim, rule), rule)
+    assert shapes.count(shapes.solve_transformer(float(exact), base, rule), rule) == exact
+
+
+@pytest.mark.parametrize('target, count, message', [
+    (0.0, 'non_embedding', r'^target_params=0.0: must be a positive number$'),
+    (1.0, 'non_embedding', r'^target_params=1: no transformer with head_dim=32 and at most 128 layers has '
+                           r'non_embedding parameters within 5%; nearest: [0-9,]+ \(d_model=32, n_layers=1\), '
+                           r'[0-9,]+ \(d_model=32, n_layers=2\), [0-9,]+ \(d_model=32, n_layers=3\)$'),
+    (1e6, 'parameters', r"^shape.count='parameters': not one of \('non_embedding', 'total', 'with_head'\)$"),
+])
+def test_bad_targets_and_counts_are_named_in_full(base, target, count, message):
+    rule = shapes.default_rule()
+    rule.count = count
+    with pytest.raises(ValueError, match=message):
+        shapes.solve_transformer(target, base, rule)
