@@ -123,13 +123,11 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scores_path = out / 'scores.json'
-    scores = json.loads(scores_path.read_text()) if scores_path.exists() else {}
-    survivors = {}
     print(f'{"module":28} {"mutants":>8} {"caught":>7} {"survived":>9} {"no tests":>9} {"score":>6}')
     for module in args.modules.split(','):
         counts, diffs = run_module(module, args.children)
+        scores = json.loads(scores_path.read_text()) if scores_path.exists() else {}   # re-read: other runs add theirs
         scores[module] = dict(counts, tests=MODULES[module])
-        survivors[module] = diffs
         files.write_json(scores_path, scores)     # a module's result is kept as soon as it exists
         print(f'{module:28} {counts["total"]:8d} {counts["caught"]:7d} {counts.get("survived", 0):9d} '
               f'{counts.get("no tests", 0):9d} {counts["score"] or 0:6.1%}', flush=True)

@@ -102,3 +102,15 @@ def test_forward_flops_equal_a_matmul_by_matmul_hand_count(mlp, kv_heads):
     expected = matmuls_decoder_only(1, 128, m.d_model, m.d_ff, m.n_heads, m.n_kv_heads, m.vocab_size, m.n_layers,
                                     2 if mlp == 'swiglu' else 1)
     assert flops.forward_flops_per_example(m, the_plan.spec, causal=False) == expected
+
+
+@pytest.mark.parametrize('tied', [False, True])
+def test_the_scaling_convention_counts_the_head_and_six_flops_per_token(tied):
+    """C = 6 N D with N = non-embedding + d_model x vocab (tied or not), D = sequence positions
+    for an LM, target positions for seq2seq, examples otherwise: against the arrays' own count."""
+    m = resolved_model(d_model=64, n_layers=2, n_heads=2, vocab_size=256, tie_embeddings=tied)
+    n = counts_from_arrays(m)['non_embedding'] + 64 * 256
+    assert flops.scaling_params(flops.param_counts(m, LM_SPEC), m) == n
+    assert flops.scaling_flops_per_step(m, LM_SPEC, 8) == 6.0 * n * 8 * 64
+    assert flops.tokens_per_example(tasks.DataSpec('seq2seq', (12, 9), 256)) == 9
+    assert flops.tokens_per_example(tasks.DataSpec('classification', (28, 28, 1), 10)) == 1

@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+import types
 
 import matplotlib
 import numpy as np
@@ -131,6 +132,27 @@ def test_a_peak_measured_low_is_replaced_by_a_higher_one_and_the_summary_says_wh
     monkeypatch.setattr(flops, 'total_peak', lambda devices, dtype, remeasure=False: flops.Peak(999e9, 'measured x', 'now'))
     assert loop.checked_peak(run, 0.5 * first.flops) is first
     assert loop.checked_peak(run, 0.95 * first.flops).flops == 999e9
+
+
+def test_the_run_s_peak_sums_chips_and_counts_a_cpu_process_once(monkeypatch):
+    """Accelerators: the vendor figure of the longest table name the kind contains, times the
+    chips; CPU devices: one measured peak per process (its virtual devices share its cores),
+    asked for the run's dtype and passing `remeasure` on; an unknown chip: no peak."""
+    asked = []
+    monkeypatch.setattr(flops, 'cpu_peak', lambda dtype, remeasure: asked.append((dtype, remeasure))
+                        or flops.Peak(100e9, 'measured', 'then'))
+    cpu = [types.SimpleNamespace(platform='cpu', process_index=i // 4) for i in range(8)]
+    assert flops.total_peak(cpu[:4], 'bfloat16', True) == flops.Peak(100e9, 'measured', 'then')
+    assert flops.total_peak(cpu, 'float32') == flops.Peak(200e9, 'measured', 'then')
+    assert asked == [('bfloat16', True), ('float32', False)]
+    chip = types.SimpleNamespace(platform='tpu', device_kind='TPU v5 lite', process_index=0)
+    assert flops.device_kind(chip) == 'TPU v5 lite'                 # not 'TPU v5', which it also contains
+    assert flops.total_peak([chip] * 4, 'bfloat16') == flops.Peak(4 * 197e12, 'vendor table: TPU v5 lite bfloat16')
+    h200 = types.SimpleNamespace(platform='gpu', device_kind='NVIDIA H200', process_index=0)
+    assert flops.device_peak_flops(h200, 'float32') == 494.5e12
+    odd = types.SimpleNamespace(platform='gpu', device_kind='Some GPU', process_index=0)
+    assert flops.device_kind(odd) is None and flops.device_peak_flops(odd, 'float32') is None
+    assert flops.total_peak([odd], 'float32') is None
 
 
 def test_the_summary_records_the_peak_its_mfu_divides_by(lm_workdir):
