@@ -127,6 +127,13 @@ def test_a_peak_measured_low_is_replaced_by_a_higher_one_and_the_summary_says_wh
     assert flops.cpu_peak().flops == 108e9  # cached: not measured again
     assert flops.cpu_peak(remeasure=True).flops == 194e9  # a higher measurement replaces it
     assert flops.cpu_peak(remeasure=True).flops == 194e9  # a lower one (150e9) never does
+    cache = json.loads((tmp_path / 'cpu_peak.json').read_text())
+    assert [entry['flops'] for entry in cache.values()] == [194e9]
+    (tmp_path / 'cpu_peak.json').write_text(json.dumps({key: 123e9 for key in cache}))   # the first format: a number
+    assert flops.cpu_peak() == flops.Peak(123e9, 'measured matmul (highest seen on this host)', None)
+    monkeypatch.setenv('SCALELAB_PEAK_FLOPS', '5e10')
+    assert flops.cpu_peak() == flops.Peak(5e10, 'SCALELAB_PEAK_FLOPS')
+    monkeypatch.delenv('SCALELAB_PEAK_FLOPS')
     # a run that reaches 90% of a measured peak has it measured again before its summary's MFU
     run = type('Run', (), {'peak': first, 'cfg': tiny_lm(), 'mesh': type('Mesh', (), {'devices': np.array([0])})})
     monkeypatch.setattr(flops, 'total_peak', lambda devices, dtype, remeasure=False: flops.Peak(999e9, 'measured x', 'now'))
