@@ -1,5 +1,6 @@
 """The shape solver hits parameter targets and says clearly when it cannot."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -63,6 +64,8 @@ def test_the_with_head_count_is_non_embedding_plus_the_output_matrix(base):
     model = shapes.solve_transformer(1e6, base, rule)
     with_head = transformer.param_counts(model)['non_embedding'] + model.d_model * 256   # the head, by hand
     assert shapes.count(model, rule) == with_head
+    rule.count = 'non_embedding'
+    assert shapes.count(model, rule) == with_head - model.d_model * 256
     assert abs(with_head / 1e6 - 1) <= 0.05
 
 
@@ -76,6 +79,7 @@ def test_the_width_search_brackets_its_target_by_adjacent_multiples(base):
 
     assert shapes._widths_near(1.0, 2, base, rule) == [rule.head_dim]
     assert shapes._widths_near(float(n_at(4)), 2, base, rule) == [3 * rule.head_dim, 4 * rule.head_dim]
+    assert shapes._widths_near(float(n_at(6)), 2, base, rule) == [5 * rule.head_dim, 6 * rule.head_dim]
     lo, hi = shapes._widths_near(5e6, 2, base, rule)
     assert hi - lo == rule.head_dim and n_at(lo // rule.head_dim) < 5e6 <= n_at(hi // rule.head_dim)
 
@@ -111,3 +115,14 @@ def test_bad_targets_and_counts_are_named_in_full(base, target, count, message):
     rule.count = count
     with pytest.raises(ValueError, match=message):
         shapes.solve_transformer(target, base, rule)
+
+
+def test_the_nearest_shapes_named_are_the_nearest_first(base):
+    """When nothing is within tolerance, the message lists three shapes in order of their miss."""
+    rule = shapes.default_rule()
+    rule.update(max_layers=3, tolerance=0.0)
+    with pytest.raises(ValueError) as refused:
+        shapes.solve_transformer(1e5, base, rule)
+    named = [int(n.replace(',', '')) for n in re.findall(r'([0-9,]+) \(d_model=', str(refused.value))]
+    misses = [abs(n / 1e5 - 1) for n in named]
+    assert len(named) == 3 and misses == sorted(misses)
