@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from scalelab.core import files
+from scalelab.science import scaling
 from scalelab.sweep import compare
 from tests.helpers import REPO
 
@@ -71,3 +72,16 @@ def test_tokenizer_mismatch_is_named_and_disjoint_losses_refused():
     C = np.geomspace(1e12, 1e15, 6)
     with pytest.raises(ValueError, match='reach no common loss'):
         compare.compare({'C': C, 'loss': law(C)}, {'C': C, 'loss': law(C) - 1.0}, bootstrap=0)
+
+
+def test_the_compute_a_frontier_needs_is_its_law_inverted_by_hand():
+    """L = 1 + 10 / sqrt(C): loss 2 needs C = 100, loss 1.5 needs 400; at or below E, never."""
+    frontier = compare.Frontier(np.ones(3), np.ones(3), scaling.PowerLaw(E=1.0, A=10.0, alpha=0.5))
+    np.testing.assert_allclose(frontier.compute_for([2.0, 1.5, 1.0, 0.5]), [100.0, 400.0, np.nan, np.nan],
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match=r'^compare: 2 runs on the compute frontier; a law L\(C\) = E \+ A '
+                                         r'C\^-alpha needs 3$'):
+        compare.fit_frontier([1e12, 1e13, 1e14], [3.0, 2.0, 2.5])
+    problem = compare.metric_problem([{'tokenizer': 'bytes'}, {'tokenizer': 'hf:bpe-512:512'}],
+                                     [{'tokenizer': 'hf:bpe-4096:4096'}, {'tokenizer': 'tiktoken:gpt2'}], 'loss')
+    assert '(A: bytes, hf:bpe-512:512; B: hf:bpe-4096:4096, tiktoken:gpt2)' in problem
