@@ -85,3 +85,24 @@ def test_the_compute_a_frontier_needs_is_its_law_inverted_by_hand():
     problem = compare.metric_problem([{'tokenizer': 'bytes'}, {'tokenizer': 'hf:bpe-512:512'}],
                                      [{'tokenizer': 'hf:bpe-4096:4096'}, {'tokenizer': 'tiktoken:gpt2'}], 'loss')
     assert '(A: bytes, hf:bpe-512:512; B: hf:bpe-4096:4096, tiktoken:gpt2)' in problem
+
+
+def test_the_report_holds_both_frontiers_and_each_level_s_central_interval():
+    """Each level's C_A and C_B are the fitted frontiers inverted at its loss; its interval is
+    the central `level` of the bootstrap multipliers, so the 50% interval lies inside the 90%."""
+    rng = np.random.default_rng(1)
+    C = np.geomspace(1e12, 1e15, 9)
+    a = {'C': C, 'loss': law(C) * np.exp(rng.normal(0, 0.01, len(C)))}
+    b = {'C': C, 'loss': law(2 * C) * np.exp(rng.normal(0, 0.01, len(C)))}
+    wide, (fa, fb) = compare.compare(a, b, bootstrap=40, level=0.9)
+    narrow, _ = compare.compare(a, b, bootstrap=40, level=0.5)
+    assert (wide['level'], wide['resamples'], narrow['level']) == (0.9, 40, 0.5)
+    for name, f in (('A', fa), ('B', fb)):
+        frontier = wide['frontiers'][name]
+        assert frontier['C'] == f.C.tolist() and frontier['loss'] == f.loss.tolist() and frontier['runs'] == len(f.C)
+        assert frontier['params'] == f.law.params() and frontier['formula'] == f.law.describe('C')
+    for w, n in zip(wide['levels'], narrow['levels']):
+        assert w['C_A'] == pytest.approx(float(fa.compute_for(w['loss'])))
+        assert w['C_B'] == pytest.approx(float(fb.compute_for(w['loss'])))
+        assert w['multiplier'] == pytest.approx(w['C_A'] / w['C_B'])
+        assert w['lo'] < n['lo'] < n['hi'] < w['hi']

@@ -96,3 +96,13 @@ def test_chinchilla_replication_matches_besiroglu_et_al(tmp_path):
     for name, published in (('E', 0.03), ('alpha', 0.02), ('beta', 0.02), ('A', 124.58)):
         assert published / 2 < boot[name]['se'] < published * 2, name
     assert (tmp_path / 'scaling.png').stat().st_size > 10_000
+
+
+def test_central_interval_is_the_two_tail_quantiles_by_hand():
+    """Of 0, 1, ..., 100 the central 90% runs from 5 to 95 and the central 50% from 25 to 75;
+    of draws with a second axis, each column's own."""
+    values = np.arange(101.0)
+    assert scaling.central_interval(values, 0.9) == pytest.approx((5.0, 95.0), rel=1e-12)
+    assert scaling.central_interval(values[::-1], 0.5) == pytest.approx((25.0, 75.0), rel=1e-12)
+    lo, hi = scaling.central_interval(np.stack([values, 2 * values], axis=1), 0.9)
+    np.testing.assert_allclose([lo, hi], [[5.0, 10.0], [95.0, 190.0]], rtol=1e-12)

@@ -317,18 +317,23 @@ def bootstrap(fit: Callable, columns: Sequence[np.ndarray], optima: list[Optimum
     return laws, failed
 
 
+def central_interval(values, level: float = 0.9) -> tuple:
+    """The central `level` interval of bootstrap draws along their first axis: their
+    (1 - level) / 2 and (1 + level) / 2 quantiles (floats for 1-D draws, arrays beyond)."""
+    lo, hi = np.quantile(np.asarray(values, float), [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return (float(lo), float(hi)) if np.ndim(lo) == 0 else (lo, hi)
+
+
 def summarize(laws: list, level: float = 0.9) -> dict[str, dict[str, float]]:
     """Mean, standard error and central interval of each parameter over bootstrap laws."""
     out = {}
     for name in laws[0].params():
         values = np.array([law.params()[name] for law in laws])
-        lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
-        out[name] = {'mean': float(values.mean()), 'se': float(values.std(ddof=1)),
-                     'lo': float(lo), 'hi': float(hi)}
+        lo, hi = central_interval(values, level)
+        out[name] = {'mean': float(values.mean()), 'se': float(values.std(ddof=1)), 'lo': lo, 'hi': hi}
     return out
 
 
 def prediction_interval(laws: list, *inputs, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
     """Central `level` band of the bootstrap laws' predictions at `inputs`."""
-    predictions = np.stack([law.predict(*inputs) for law in laws])
-    return tuple(np.quantile(predictions, [(1 - level) / 2, (1 + level) / 2], axis=0))
+    return central_interval(np.stack([law.predict(*inputs) for law in laws]), level)

@@ -99,7 +99,7 @@ def compare(table_a: dict, table_b: dict, *, bootstrap: int = 200, seed: int = 0
                  'multiplier': float(multiplier(a, b, loss))}
         finite = draws[:, j][np.isfinite(draws[:, j])] if len(draws) else []
         if len(finite) > 1:
-            entry['lo'], entry['hi'] = (float(v) for v in np.quantile(finite, [(1 - level) / 2, (1 + level) / 2]))
+            entry['lo'], entry['hi'] = scaling.central_interval(finite, level)
         report['levels'].append(entry)
     report.update(level=level, resamples=bootstrap, failed=failed)
     return report, (a, b)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scalelab.science import envelope
+from scalelab.science import envelope, scaling
 from scalelab.sweep import checks, results
 from scalelab.training import metrics
 
@@ -81,13 +81,12 @@ def compare_row(name: str, fit: results.Fit, C: float, level: float) -> dict:
     row = {'approach': name, 'C': C, **exponents(fit.law), 'N_opt': float(n_opt), 'D_opt': float(d_opt),
            'tokens_per_param': float(d_opt / n_opt)}
     if fit.laws:
-        q = [(1 - level) / 2, (1 + level) / 2]
         boot = [exponents(law) for law in fit.laws]
         allocations = np.array([law.optimal_allocation(C) for law in fit.laws])
         for key, values in (('a', [e['a'] for e in boot]), ('b', [e['b'] for e in boot]),
                             ('N_opt', allocations[:, 0]), ('D_opt', allocations[:, 1]),
                             ('tokens_per_param', allocations[:, 1] / allocations[:, 0])):
-            row[f'{key}_lo'], row[f'{key}_hi'] = (float(v) for v in np.quantile(values, q))
+            row[f'{key}_lo'], row[f'{key}_hi'] = scaling.central_interval(values, level)
     return row
 
 
@@ -117,5 +116,5 @@ def loss_interval(three: results.Fit, N: float, D: float, data: dict[str, np.nda
         rng = np.random.default_rng(seed)
         draws = np.repeat([other.predict(N, D) for other in three.laws], 50)
         draws = draws * np.exp(rng.normal(0.0, sigma, size=len(draws)))
-        out['loss_lo'], out['loss_hi'] = (float(v) for v in np.quantile(draws, [(1 - level) / 2, (1 + level) / 2]))
+        out['loss_lo'], out['loss_hi'] = scaling.central_interval(draws, level)
     return out

@@ -168,8 +168,7 @@ def _isoflop(fit, data):
     optimum.plot(grid, fit.law.optimal_allocation(grid)[0], color='C3', label=fit.law.describe().split(',')[0])
     if fit.laws:
         level = fit.report['bootstrap']['level']
-        band = np.quantile([law.optimal_allocation(grid)[0] for law in fit.laws], [(1 - level) / 2, (1 + level) / 2],
-                           axis=0)
+        band = scaling.central_interval([law.optimal_allocation(grid)[0] for law in fit.laws], level)
         optimum.fill_between(grid, *band, color='C3', alpha=0.2, label=f'{level:.0%} bootstrap band')
     _log_axes(optimum, 'compute C (FLOPs)', 'N_opt (parameters)', x_kind='flops', y_kind='count')
     optimum.legend(fontsize=7, loc='upper left')
@@ -190,8 +189,7 @@ def _envelope(fit, data):
     optimum.plot(env.C, env.optimal_allocation(env.C)[0], color='C3', label=env.describe().split(',')[0])
     if fit.laws:
         level = fit.report['bootstrap']['level']
-        band = np.quantile([law.optimal_allocation(env.C)[0] for law in fit.laws], [(1 - level) / 2, (1 + level) / 2],
-                           axis=0)
+        band = scaling.central_interval([law.optimal_allocation(env.C)[0] for law in fit.laws], level)
         optimum.fill_between(env.C, *band, color='C3', alpha=0.2, label=f'{level:.0%} bootstrap band')
     _log_axes(optimum, 'compute C (FLOPs)', 'N_opt (parameters)', x_kind='flops', y_kind='count')
     optimum.legend(fontsize=7, loc='upper left')
@@ -219,8 +217,8 @@ def _compute_optimal(fit, data, path: Path, title: str) -> list[Path]:
             ax.plot(grid, values, color=f'C{i}', label=f'{APPROACH_NAMES[name]}: {key} = {a[key]:.3f}{interval}')
             if one.laws:
                 level = fit.report['prediction']['level']
-                band = np.quantile([law.optimal_allocation(grid)[0 if key == 'a' else 1] for law in one.laws],
-                                   [(1 - level) / 2, (1 + level) / 2], axis=0)
+                band = scaling.central_interval([law.optimal_allocation(grid)[0 if key == 'a' else 1]
+                                                 for law in one.laws], level)
                 ax.fill_between(grid, *band, color=f'C{i}', alpha=0.12)
     budgets = [b for b in fit.report['approach2']['budgets'] if not b['left_out']]
     axes[0].scatter([b['C'] for b in budgets], [b['N_opt'] for b in budgets], color='C1', edgecolor='k', zorder=4,

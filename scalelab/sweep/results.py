@@ -227,11 +227,10 @@ def optimal_point(law, laws: list, C: float, level: float) -> dict:
     n_opt, d_opt = law.optimal_allocation(C)
     entry = {'C': C, 'N_opt': float(n_opt), 'D_opt': float(d_opt), 'loss': float(law.predict(n_opt, d_opt))}
     if laws:
-        q = [(1 - level) / 2, (1 + level) / 2]
         allocations = np.array([other.optimal_allocation(C) for other in laws])
         losses = [other.predict(*alloc) for other, alloc in zip(laws, allocations)]
         for key, values in (('N_opt', allocations[:, 0]), ('D_opt', allocations[:, 1]), ('loss', losses)):
-            entry[f'{key}_lo'], entry[f'{key}_hi'] = (float(v) for v in np.quantile(values, q))
+            entry[f'{key}_lo'], entry[f'{key}_hi'] = scaling.central_interval(values, level)
     return entry
 
 
