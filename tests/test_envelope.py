@@ -49,3 +49,36 @@ def test_the_envelope_refuses_what_it_cannot_fit():
     twin = envelope.Curve('twin', 1e4, np.array([1e9, 1e10]), np.array([3.5, 2.5]))
     with pytest.raises(ValueError, match='the runs end at one budget'):
         envelope.fit_envelope([one, twin])
+
+
+def test_the_fitted_envelope_keeps_its_grid_losses_and_curves_and_allocates_by_hand():
+    small = envelope.Curve('small', 1e3, np.array([1e9, 1e10, 1e11]), np.array([3.0, 2.0, 1.6]))
+    big = envelope.Curve('big', 1e5, np.array([1e10, 1e11, 1e12]), np.array([3.0, 1.7, 1.4]))
+    fit = envelope.fit_envelope([small, big])
+    assert len(fit.C) == 200 and fit.curves == (small, big)
+    np.testing.assert_allclose(fit.loss, envelope.lowest([small, big], fit.C)[0])
+    C = np.geomspace(1e11, 1e12, 5)
+    N_opt, D_opt = fit.optimal_allocation(C)
+    np.testing.assert_allclose(6 * N_opt * D_opt, C, rtol=1e-9)   # a + b = 1 and 6 k_N k_D = 1
+    hand = envelope.Envelope(C, C, C, (), a=0.5, N_coefficient=2.0, b=0.5, D_coefficient=3.0)
+    assert [float(v) for v in hand.optimal_allocation(100)] == [20.0, 30.0]
+    assert hand.params() == {'a': 0.5, 'b': 0.5, 'N_coefficient': 2.0, 'D_coefficient': 3.0}
+    longer = envelope.Curve('small', 1e3, np.array([1e9, 1e10, 1e12]), np.array([3.0, 2.0, 1.6]))
+    stuck = envelope.Curve('stuck', 1e4, np.array([1e9, 1e10]), np.array([9.0, 8.0]))
+    with pytest.raises(ValueError, match=r'^envelope: one run size \(1e\+03\) is lowest over the whole range: '
+                                         r'no exponent$'):
+        envelope.fit_envelope([longer, stuck])
+
+
+def test_the_bootstrap_resamples_runs_over_the_full_fit_s_grid():
+    """Two runs: a resample is both (fits) or one twice (fails: one size), half the time each;
+    every refit keeps the full fit's C range and point count; a seed repeats itself."""
+    small = envelope.Curve('small', 1e3, np.array([1e9, 1e10, 1e11]), np.array([3.0, 2.0, 1.6]))
+    big = envelope.Curve('big', 1e5, np.array([1e10, 1e11, 1e12]), np.array([3.0, 1.7, 1.4]))
+    full = envelope.fit_envelope([small, big], points=30)
+    fits, failed = envelope.bootstrap([small, big], n=60, seed=3, points=30)
+    assert len(fits) + failed == 60 and 15 <= failed <= 45
+    for refit in fits:
+        assert len(refit.C) == 30 and (refit.C[0], refit.C[-1]) == (full.C[0], full.C[-1])
+    again, _ = envelope.bootstrap([small, big], n=60, seed=3, points=30)
+    assert [f.a for f in again] == [f.a for f in fits]
