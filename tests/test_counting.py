@@ -114,3 +114,16 @@ def test_the_scaling_convention_counts_the_head_and_six_flops_per_token(tied):
     assert flops.scaling_flops_per_step(m, LM_SPEC, 8) == 6.0 * n * 8 * 64
     assert flops.tokens_per_example(tasks.DataSpec('seq2seq', (12, 9), 256)) == 9
     assert flops.tokens_per_example(tasks.DataSpec('classification', (28, 28, 1), 10)) == 1
+
+
+def test_an_image_model_s_count_and_scaling_flops_follow_its_input_by_hand():
+    """An MLP's parameters depend on the data: 28 x 28 inputs, two hidden layers of 256 and 10
+    classes have 784*256+256 + 256*256+256 + 256*10+10 weights, and C = 6 N per example."""
+    m = config.base_config('mlp').model
+    models.family('mlp').resolve(m)
+    spec = tasks.DataSpec('classification', (28, 28, 1), 10)
+    hand = 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+    assert flops.param_counts(m, spec)['non_embedding'] == hand
+    _, params, _ = models.split_abstract(m, spec)
+    assert flops.count_params(nnx.to_pure_dict(params), ())['total'] == hand
+    assert flops.scaling_flops_per_step(m, spec, 32) == 6.0 * hand * 32

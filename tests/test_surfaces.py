@@ -8,6 +8,7 @@ import sys
 import types
 
 import jax
+import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import pytest
@@ -120,17 +121,20 @@ def test_a_learning_rate_law_works_with_its_group_column_missing_and_a_sweep_say
 
 def test_a_peak_measured_low_is_replaced_by_a_higher_one_and_the_summary_says_which(tmp_path, monkeypatch):
     monkeypatch.delenv('SCALELAB_PEAK_FLOPS')
-    monkeypatch.setattr(flops, '_CACHE', tmp_path)
-    measured = iter([108e9, 194e9, 150e9])
-    monkeypatch.setattr(flops, 'measure_matmul_flops', lambda device, dtype: next(measured))
+    cache_dir = tmp_path / 'new' / 'scalelab'   # made, parents and all
+    monkeypatch.setattr(flops, '_CACHE', cache_dir)
+    measured, asked = iter([108e9, 194e9, 150e9]), []
+    monkeypatch.setattr(flops, 'measure_matmul_flops', lambda device, dtype: asked.append((device, dtype))
+                        or next(measured))
     first = flops.cpu_peak()
-    assert first.flops == 108e9 and first.measured_at and first.source.startswith('measured')
+    assert first.flops == 108e9 and first.measured_at.endswith('+00:00') and first.source.startswith('measured')
+    assert asked == [(jax.devices('cpu')[0], 'float32')]
     assert flops.cpu_peak().flops == 108e9  # cached: not measured again
     assert flops.cpu_peak(remeasure=True).flops == 194e9  # a higher measurement replaces it
     assert flops.cpu_peak(remeasure=True).flops == 194e9  # a lower one (150e9) never does
-    cache = json.loads((tmp_path / 'cpu_peak.json').read_text())
+    cache = json.loads((cache_dir / 'cpu_peak.json').read_text())
     assert [entry['flops'] for entry in cache.values()] == [194e9]
-    (tmp_path / 'cpu_peak.json').write_text(json.dumps({key: 123e9 for key in cache}))   # the first format: a number
+    (cache_dir / 'cpu_peak.json').write_text(json.dumps({key: 123e9 for key in cache}))   # the first format: a number
     assert flops.cpu_peak() == flops.Peak(123e9, 'measured matmul (highest seen on this host)', None)
     monkeypatch.setenv('SCALELAB_PEAK_FLOPS', '5e10')
     assert flops.cpu_peak() == flops.Peak(5e10, 'SCALELAB_PEAK_FLOPS')
@@ -168,8 +172,11 @@ def test_the_matmul_peak_is_the_best_of_its_timed_repeats(monkeypatch):
     0.3 s for the three), the warm-up call untimed."""
     ticks = iter([0.0, 0.5, 1.0, 1.2, 2.0, 2.3])
     monkeypatch.setattr(flops.time, 'perf_counter', lambda: next(ticks))
-    assert flops.measure_matmul_flops(jax.devices('cpu')[0], 'float32', n=64, reps=3) == pytest.approx(2.0 * 64 ** 3 / 0.2, rel=1e-12)
-    assert next(ticks, 'all read') == 'all read'
+    placed, device_put = [], jax.device_put
+    monkeypatch.setattr(flops.jax, 'device_put', lambda x, device: placed.append((x.dtype, device)) or device_put(x, device))
+    device = jax.devices('cpu')[1]
+    assert flops.measure_matmul_flops(device, 'bfloat16', n=64, reps=3) == pytest.approx(2.0 * 64 ** 3 / 0.2, rel=1e-12)
+    assert next(ticks, 'all read') == 'all read' and placed == [(jnp.bfloat16, device)]
 
 
 def test_the_summary_records_the_peak_its_mfu_divides_by(lm_workdir):
