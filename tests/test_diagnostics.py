@@ -1,6 +1,9 @@
 """Diagnostics: the norms a step reports against a float64 hand computation, the same
 per-layer names with stacked layers, and loss-spike counting."""
+import statistics
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -114,3 +117,36 @@ def test_a_run_logs_norms_lr_and_counts_spikes_in_its_summary(tmp_path, monkeypa
     assert summary['loss_spikes'] == 1
     for line in lines:
         assert line['lr'] >= 0 and line['param_norm'] > 0 and 'update_ratio/blocks.0.attn' in line
+
+
+def test_loss_spike_z_scores_by_hand():
+    """z = (loss - mean) / sample standard deviation of the window before it (statistics.stdev),
+    from the tenth loss of history on; the largest of a call's losses; a non-finite loss skipped,
+    not an end; a flat window gives z = 0; a z equal to the threshold is not a spike."""
+    window = [float(x) for x in range(1, 11)]
+    z_hand = (20.0 - statistics.mean(window)) / statistics.stdev(window)
+    spikes = diagnostics.LossSpikes(window=10, threshold=6.0)
+    assert spikes.add(window[:9]) == (None, 0)
+    largest, count = spikes.add([window[9], float('nan'), 20.0])
+    assert largest == pytest.approx(z_hand, rel=1e-12) and count == 0
+    again = diagnostics.LossSpikes(window=10, threshold=6.0)
+    again.add(window)
+    assert again.add([20.0, 5.5])[0] == pytest.approx(z_hand, rel=1e-12)   # the largest, not the last
+    at_threshold = diagnostics.LossSpikes(window=10, threshold=largest)
+    at_threshold.add(window)
+    assert at_threshold.add([20.0]) == (largest, 0)
+    flat = diagnostics.LossSpikes(window=10, threshold=6.0)
+    flat.add([2.0] * 10)
+    assert flat.add([3.0]) == (0.0, 0)
+
+
+def test_update_ratio_and_group_sums_by_hand():
+    """The ratio is update over param, 0 where the parameters are zero; sums of squares run in
+    float32 even for bfloat16 leaves (256^2 + 1 = 65537, which bfloat16 rounds to 65536); a
+    layout that does not match the tree is refused."""
+    ratio = diagnostics._ratio(jnp.array([0.25, 0.3]), jnp.array([0.5, 0.0]))
+    assert ratio.tolist() == [0.5, 0.0]
+    leaf = jnp.array([256.0, 1.0], jnp.bfloat16)
+    assert float(diagnostics.group_sq_sums([leaf], (('w', False),))['w']) == 65537.0
+    with pytest.raises(ValueError):
+        diagnostics.group_sq_sums([leaf, leaf], (('w', False),))
