@@ -106,3 +106,18 @@ def test_the_report_holds_both_frontiers_and_each_level_s_central_interval():
         assert w['C_B'] == pytest.approx(float(fb.compute_for(w['loss'])))
         assert w['multiplier'] == pytest.approx(w['C_A'] / w['C_B'])
         assert w['lo'] < n['lo'] < n['hi'] < w['hi']
+
+
+def test_each_frontier_s_warnings_are_named_and_three_levels_read():
+    """A frontier of exactly 3 runs interpolates its 3-parameter law; a pure power law puts E on
+    its bound: each warning names its table; a range shared at one loss only is no range."""
+    C_a = np.array([1e12, 1e13, 1e14])
+    C_b = np.geomspace(1e8, 1e13, 8)
+    report, _ = compare.compare({'C': C_a, 'loss': law(C_a)}, {'C': C_b, 'loss': 300.0 * C_b ** -0.2}, bootstrap=0)
+    assert len(report['levels']) == 3
+    assert report['warnings'][0].startswith('A: 3 points for the 3 free parameters of the frontier law')
+    assert [w for w in report['warnings'] if w.startswith('B: ')] == [
+        w for w in report['warnings'] if w.startswith('B: E = ') and 'lower bound' in w] != []
+    touching = [compare.Frontier(np.ones(3), np.array(loss), None) for loss in ([3.0, 2.5, 2.0], [2.0, 1.5, 1.0])]
+    with pytest.raises(ValueError, match='reach no common loss'):
+        compare.common_losses(*touching)
