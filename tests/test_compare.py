@@ -126,8 +126,9 @@ def test_each_frontier_s_warnings_are_named_and_three_levels_read():
 def test_failed_bootstrap_refits_are_counted_and_said():
     """A frontier of 4 runs resampled 4 at a time keeps fewer than 3 distinct runs with
     probability (4 + 6 x 14) / 4^4 = 0.34: about 69 of 200 pairs fail (SD 7), are counted,
-    and the warning says so and keeps the rest."""
-    C_a, C_b = np.geomspace(1e12, 1e15, 4), np.geomspace(1e12, 1e15, 9)
-    report, _ = compare.compare({'C': C_a, 'loss': law(C_a)}, {'C': C_b, 'loss': law(2 * C_b)}, bootstrap=200)
+    and the warning says so, after the frontiers' own (B's E at its bound)."""
+    C_a, C_b = np.geomspace(1e12, 1e15, 4), np.geomspace(1e8, 1e13, 8)
+    report, _ = compare.compare({'C': C_a, 'loss': law(C_a)}, {'C': C_b, 'loss': 300.0 * C_b ** -0.2}, bootstrap=200)
     assert 40 < report['failed'] < 100
-    assert f'{report["failed"]} of 200 bootstrap refits failed and are left out of the intervals' in report['warnings']
+    assert len(report['warnings']) == 2 and report['warnings'][0].startswith('B: E = ')
+    assert report['warnings'][1] == f'{report["failed"]} of 200 bootstrap refits failed and are left out of the intervals'
