@@ -82,3 +82,5 @@ def test_the_bootstrap_resamples_runs_over_the_full_fit_s_grid():
         assert len(refit.C) == 30 and (refit.C[0], refit.C[-1]) == (full.C[0], full.C[-1])
     again, _ = envelope.bootstrap([small, big], n=60, seed=3, points=30)
     assert [f.a for f in again] == [f.a for f in fits]
+    inside, _ = envelope.bootstrap([small, big], n=20, seed=3, points=30, C_range=(5e10, 5e11))   # a range given
+    assert inside and all((f.C[0], f.C[-1]) == pytest.approx((5e10, 5e11)) for f in inside)
