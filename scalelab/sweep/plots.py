@@ -334,16 +334,15 @@ def _lr_sensitivity(fit, data):
     return fig
 
 
-def verification(measured: dict, rows: list[dict], approach3: dict, curve: list[tuple[float, float]],
+def verification(measured: dict, data: dict[str, np.ndarray], approach3: dict, curve: list[tuple[float, float]],
                  path: Path) -> None:
     """verification.png: the study's losses against C, Approach 3's compute-optimal frontier carried
     to the predicted budget, the prediction's interval, and the predicted run (its evaluations along
     the way, and the measured end)."""
     law = scaling.Chinchilla(**approach3['params'])
-    C = np.array([r['C'] for r in rows], float)
-    loss = np.array([r['loss'] for r in rows], float)
+    C, loss = data['C'], data['loss']
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    ax.scatter(C, loss, s=14, color='0.6', label=f'study runs ({len(rows)})')
+    ax.scatter(C, loss, s=14, color='0.6', label=f'study runs ({len(loss)})')
     grid = np.geomspace(C.min() / 1.5, measured['C'] * 1.5, 80)
     ax.plot(grid, law.predict(*law.optimal_allocation(grid)), color='C0',
             label=f'Approach 3 at its optimum: {approach3["formula"].split(";")[0]}')

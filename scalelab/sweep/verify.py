@@ -77,8 +77,8 @@ def figure(measured: dict, sweep_dir: Path, run_dir: Path, path: Path) -> None:
     """verification.png: the prediction and its run beside the study it came from."""
     from scalelab.sweep import plots, results
     fit = read_json(sweep_dir / 'fit.json', 'refit it with `python -m scalelab.sweep fit --law compute_optimal`')
-    rows = [r for r in results.read_csv(sweep_dir / 'results.csv') if r.get('status', 'completed') == 'completed']
-    plots.verification(measured, rows, fit['approach3'], eval_curve(run_dir, measured['C']), path)
+    data = results.table(results.read_csv(sweep_dir / 'results.csv'))
+    plots.verification(measured, data, fit['approach3'], eval_curve(run_dir, measured['C']), path)
 
 
 def eval_curve(run_dir: Path, C: float) -> list[tuple[float, float]]:
