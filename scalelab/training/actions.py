@@ -38,12 +38,14 @@ class Session:
     timer: metrics.StepTimer
     record_at: Callable[[int], dict]        # cumulative step, time, tokens and FLOPs at a step
     evaluate: Callable[[dict], dict]        # train state -> eval metrics on the fixed set
+    downstream: Callable[[dict], dict] | None = None  # train state -> downstream task metrics, if asked
     status: str = RUNNING                   # then: completed | preempted | diverged
     pending: list = dataclasses.field(default_factory=list)  # device metrics of steps not yet fetched
     fetched: list = dataclasses.field(default_factory=list)  # host metrics of this log interval
     diverged_at: int | None = None
     last_train: dict = dataclasses.field(default_factory=dict)
     last_eval: dict = dataclasses.field(default_factory=dict)
+    last_downstream: dict = dataclasses.field(default_factory=dict)
 
     def fetch(self) -> list[dict]:
         """This log interval's step metrics on the host (waits for those steps)."""
@@ -66,6 +68,15 @@ class Session:
         self.writers.write({'step': self.step, **self.last_eval})
         self.progress.note(f'eval at step {self.step}: ' +
                            ' | '.join(f'{k[5:]} {v:.4f}' for k, v in self.last_eval.items()))
+
+    def run_downstream(self) -> None:
+        jax.block_until_ready(self.state)
+        with self.timer.apart('eval'):  # evaluation time: kept out of the steps' throughput
+            self.last_downstream = self.downstream(self.state)
+        self.writers.write({'step': self.step, **self.last_downstream})
+        self.progress.note(f'downstream at step {self.step}: ' + ' | '.join(
+            f'{k.removeprefix("downstream/")} {v:.4f}' for k, v in self.last_downstream.items() if k.endswith(
+                ('/acc', '/bpb'))))
 
 
 def first_nonfinite_step(step_metrics: list[dict], last_step: int) -> int | None:
@@ -148,6 +159,22 @@ class Evaluate:
     def __call__(self, s: Session) -> None:
         if s.check_finite():
             s.run_eval()
+
+
+class DownstreamEval:
+    """Every `every` steps (0: never; the final scoring is the loop's), on finite parameters,
+    when the run names downstream tasks."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def due(self, s: Session) -> bool:
+        return (s.downstream is not None and bool(self.every) and s.step % self.every == 0
+                and s.step < s.total_steps)
+
+    def __call__(self, s: Session) -> None:
+        if s.check_finite():
+            s.run_downstream()
 
 
 class Checkpoint:

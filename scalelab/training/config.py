@@ -18,7 +18,7 @@ from scalelab import models
 from scalelab.core import parallel, tasks
 from scalelab.core.errors import ConfigError
 from scalelab.science import flops
-from scalelab.training import diagnostics, optim, writers
+from scalelab.training import diagnostics, downstream_eval, optim, writers
 from scalelab import data as data_lib
 
 COMPUTE_DTYPES = ('float32', 'bfloat16')
@@ -62,6 +62,7 @@ def base_config(model: str = 'transformer', data: str | None = None) -> ConfigDi
         spike_z=6.0,          # a loss this many standard deviations above that history is a spike
         logit_stats=True,     # output-logit RMS and the largest attention score (attn_logit_max)
     ))
+    cfg.eval = downstream_eval.default_config()
     cfg.checkpoint = ConfigDict(dict(
         every_steps=200,
         keep=3,
@@ -246,7 +247,7 @@ def _model_problems(cfg: ConfigDict, spec) -> list[str]:
     if spec.task not in family.TASKS:
         return [f'model.name={cfg.model.name!r} cannot learn data.name={cfg.data.name!r} '
                 f'(task {spec.task}); it handles {", ".join(family.TASKS)}']
-    problems = family.validate(cfg.model, spec)
+    problems = family.validate(cfg.model, spec) + downstream_eval.validate(cfg.eval, spec.task)
     for key in ('label_smoothing', 'z_loss'):  # both act on a softmax's logits
         if cfg.train[key] > 0 and spec.task not in tasks.LOGIT_TASKS:
             problems.append(f'train.{key}={cfg.train[key]}: needs logits (tasks {", ".join(tasks.LOGIT_TASKS)}); '

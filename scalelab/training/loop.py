@@ -22,7 +22,8 @@ from scalelab.core import checkpoint, files, stop, tasks, weights
 from scalelab.core.errors import ConfigError
 from scalelab.data import pipeline
 from scalelab.science import flops
-from scalelab.training import actions, config, diagnostics, metrics, train, translation_eval, writers
+from scalelab.training import (actions, config, diagnostics, downstream_eval, metrics, train, translation_eval,
+                               writers)
 from scalelab import data as data_lib
 from scalelab.core import progress as progress_lib
 from scalelab.core import workdir as workdir_lib
@@ -174,7 +175,10 @@ def new_session(run: Run, state: dict, start: int, prior: dict, session_start: f
         state=state, step=start, start=start, total_steps=run.cfg.train.steps, progress=run.progress,
         writers=writers.Writers(run.workdir, run.cfg.log, run.cfg.to_dict(), enabled=run.is_main,
                                 resume_step=start, warn=run.progress.warn),
-        timer=metrics.StepTimer(), record_at=record_at, evaluate=lambda state: evaluate_run(run, state))
+        timer=metrics.StepTimer(), record_at=record_at, evaluate=lambda state: evaluate_run(run, state),
+        downstream=downstream_eval.scorer(run.cfg.eval, getattr(run.source, 'tokenizer', None),
+                                          run.prepared.spec.graphdef, run.mesh, run.rows,
+                                          run.cfg.train.global_batch, run.cfg.data.get('seq_len', 0)))
 
 
 def periodic_actions(run: Run, stop_check: actions.StopOnRequest, profile_steps: tuple[int, int] | None) -> list:
@@ -186,6 +190,7 @@ def periodic_actions(run: Run, stop_check: actions.StopOnRequest, profile_steps:
                          run.peak.flops if run.peak else None,
                          diagnostics.LossSpikes(log.spike_window, log.spike_z)),
         actions.Evaluate(run.cfg.train.eval_every),
+        actions.DownstreamEval(run.cfg.eval.downstream_every),
         actions.Checkpoint(run.ckpt),
         stop_check,
     ]
@@ -221,6 +226,14 @@ def finish(session: actions.Session, run: Run) -> None:
             session.last_eval = {k: v for k, v in logged[-1].items() if k.startswith('eval_')}
         else:
             session.run_eval()
+        if session.downstream is not None:
+            scored = [r for r in session.writers.records() if r['step'] == session.step
+                      and any(k.startswith(downstream_eval.PREFIX) for k in r)]
+            if scored:
+                session.last_downstream = {k: v for k, v in scored[-1].items()
+                                           if k.startswith(downstream_eval.PREFIX)}
+            else:
+                session.run_downstream()
     run.ckpt.close()
     session.writers.close()
     run.progress.close()
@@ -256,7 +269,7 @@ def summarize(session: actions.Session, run: Run) -> dict:
     peak = checked_peak(run, run_steps * run.flops_per_step / step_s if step_s else None)
     summary = dict(
         status=session.status, step=step, total_steps=session.total_steps,
-        train_loss=last_train.get('loss'), **session.last_eval,
+        train_loss=last_train.get('loss'), **session.last_eval, **session.last_downstream,
         params=counts, model_state_size=run.model_state_size, flops_per_step=run.flops_per_step,
         flops=final['flops'], tokens_per_step=run.tokens_per_step, tokens=final['tokens'],
         scaling_flops=6.0 * counts['with_head'] * final['tokens'], flop_convention=flops.FLOP_CONVENTION,

@@ -53,8 +53,8 @@ class TensorBoard:
             self.writer.add_text('config', '```\n' + json.dumps(config, indent=2, sort_keys=True) + '\n```', 0)
 
     def write(self, step: int, values: dict[str, float]) -> None:
-        for name, value in values.items():
-            self.writer.add_scalar(name, value, step)
+        for name, value in values.items():  # a tag holds no ':' (downstream/hellaswag:rc_0shot/acc)
+            self.writer.add_scalar(name.replace(':', '_'), value, step)
 
     def flush(self) -> None:
         self.writer.flush()

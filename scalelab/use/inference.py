@@ -31,6 +31,7 @@ class LanguageModel:
     params: dict
     tokenizer: tokenizer_lib.Tokenizer
     context: int  # positions a window may hold: the training sequence length, else the position table
+    mesh: jax.sharding.Mesh
 
 
 def read_config(workdir: Path) -> dict:
@@ -64,7 +65,11 @@ def abstract_params(model_cfg, context: int):
     return graphdef, nnx.to_pure_dict(params), params
 
 
-def load(workdir: str | Path) -> LanguageModel:
+TENSOR_PARALLEL = {'data': 1, 'fsdp': 1, 'tensor': -1}  # one sequence at a time: split the weights
+DATA_PARALLEL = {'data': -1, 'fsdp': 1, 'tensor': 1}    # many rows at a time: split the batch
+
+
+def load(workdir: str | Path, mesh_cfg: dict = TENSOR_PARALLEL) -> LanguageModel:
     workdir = Path(workdir)
     saved = read_config(workdir)
     cfg = model_config(saved)
@@ -74,7 +79,7 @@ def load(workdir: str | Path) -> LanguageModel:
         params = weights.arrange(weights.load_params_flat(workdir), target)
     except (FileNotFoundError, ValueError) as e:
         raise WorkdirError(f'{workdir}: {e}') from None
-    mesh = parallel.make_mesh(parallel.mesh_shape({'data': 1, 'fsdp': 1, 'tensor': -1}, jax.device_count()))
+    mesh = parallel.make_mesh(parallel.mesh_shape(mesh_cfg, jax.device_count()))
     params = jax.device_put(params, parallel.variable_shardings(abstract, mesh))
     return LanguageModel(ml_collections.FrozenConfigDict(cfg), graphdef, params,
-                         workdir_tokenizer(workdir, saved), int(context))
+                         workdir_tokenizer(workdir, saved), int(context), mesh)
