@@ -34,6 +34,23 @@ def tiny_lm(**overrides):
     return with_overrides(cfg, overrides)
 
 
+def save_random_gpt2(directory: Path, context: int) -> Path:
+    """A random GPT-2 (2 layers, d 32) with a byte-level BPE of 300 ids trained on the json
+    package's source, as save_pretrained writes them: an HF model without a hub."""
+    import torch
+    import transformers
+
+    from scalelab.data import tokenizer
+    bpe = tokenizer.train_bpe([p.read_text() for p in text.list_files(STDLIB_JSON, '*.py')], 300)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe.to_hf(), eos_token='<|endoftext|>')
+    fast.save_pretrained(directory)
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=300, n_positions=context, n_embd=32, n_layer=2, n_head=4,
+                                     initializer_range=0.2, bos_token_id=bpe.eos_id, eos_token_id=bpe.eos_id)
+    transformers.GPT2LMHeadModel(config).save_pretrained(directory)
+    return directory
+
+
 def with_overrides(cfg, overrides: dict):
     """cfg with {'section.key': value} set."""
     for key, value in overrides.items():

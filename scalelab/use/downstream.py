@@ -20,9 +20,6 @@ from pathlib import Path
 
 from scalelab.core import cli
 
-ACTIONS = ('fetch', 'list')
-
-
 def parse_args(argv: list[str]):
     p = cli.ArgumentParser(prog='python -m scalelab.downstream', description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,6 +28,7 @@ def parse_args(argv: list[str]):
     p.add_argument('--limit', type=int, default=None, help='score the first N documents of each task')
     p.add_argument('--out', default=None, help='a JSON file for the metrics')
     p.add_argument('--batch', type=int, default=32, help='rows per forward pass (a multiple of the devices)')
+    p.add_argument('--cpu-devices', type=int, default=None, help='on CPU: split the rows over this many devices')
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         p.error(f'--limit={args.limit}: must be a positive number of documents')
@@ -88,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     from scalelab.core import downstream, files, runtime
     from scalelab.core.errors import ConfigError
     from scalelab.data import tokenizer as tokenizer_lib
-    runtime.configure()
     try:
+        runtime.configure(cpu_devices=args.cpu_devices)
         results = score_workdir(args.workdir, args.tasks, args.limit, args.batch)
     except (ValueError, ConfigError, tokenizer_lib.TokenizerError, downstream.EncodeError) as e:
         print(f'error: {e}', file=sys.stderr)
