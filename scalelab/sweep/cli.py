@@ -32,9 +32,13 @@ _CPU_DEVICES = flags.DEFINE_integer('cpu-devices', None, 'Passed to each point (
                                     lower_bound=1)
 _RESULTS = flags.DEFINE_string('results', None, 'fit: a CSV with columns for N, loss and D or C.')
 _LAW = flags.DEFINE_enum('law', None, ['power', 'chinchilla', 'isoflop', 'compute_optimal', 'lr_transfer',
-                                       'lr_sensitivity'],
+                                       'lr_sensitivity', 'task'],
                          'fit: the law to fit; compute_optimal: Chinchilla\'s Approaches 1, 2 and 3 side by side '
-                         '(needs the sweep\'s points/) (default: the sweep config\'s, or power).')
+                         '(needs the sweep\'s points/); task: a downstream task\'s bpb from N and D, then its '
+                         'accuracy from bpb (needs --task) (default: the sweep config\'s, or power).')
+_TASK = flags.DEFINE_string('task', None, 'fit --law task: the task:variant whose downstream/ columns are fitted.')
+_TASK_METRIC = flags.DEFINE_enum('task-metric', 'acc', ['acc', 'acc_per_char'], 'fit --law task: the accuracy '
+                                 'that step 2 predicts from bpb.')
 _N_COL = flags.DEFINE_string('n-col', 'N', 'fit: column of parameter counts.')
 _D_COL = flags.DEFINE_string('d-col', 'D', 'fit: column of training tokens (else C / 6N).')
 _C_COL = flags.DEFINE_string('c-col', 'C', 'fit: column of training FLOPs (else 6ND).')
@@ -56,12 +60,20 @@ cli.underscore_aliases()
 
 
 def fit_and_report(rows: list[dict], law: str, out_dir: Path, n_bootstrap: int, title: str = '',
-                   points_dir: Path | None = None, budget_options: dict | None = None, **columns) -> dict:
-    """Fit `law` to the rows, write fit.json and its figures to out_dir, print the law and its warnings."""
-    from scalelab.sweep import compute_optimal, lr_laws, plots, results
+                   points_dir: Path | None = None, budget_options: dict | None = None,
+                   task: tuple[str, str] | None = None, **columns) -> dict:
+    """Fit `law` to the rows, write fit.json and its figures to out_dir, print the law and its warnings;
+    `task` = (task:variant, accuracy metric) for the task law."""
+    from scalelab.sweep import compute_optimal, lr_laws, plots, results, task_fit
     budget_options = budget_options or {}
     if law in lr_laws.LAWS:
         data, fit = None, results.Fit(getattr(lr_laws, law)(rows, columns.get('loss_col', 'loss')))
+    elif law == 'task':
+        if not task or not task[0]:
+            raise ValueError('--law task needs --task task:variant (a downstream/<task>/bpb column of the table)')
+        columns.pop('loss_col', None)
+        fit = task_fit.fit(rows, *task, bootstrap=n_bootstrap, **columns)
+        data = task_fit.table(rows, *task, [], **columns)
     else:
         dropped: list = []
         data = results.table(rows, dropped=dropped, **columns)
@@ -89,7 +101,9 @@ def print_report(report: dict) -> None:
             print(f'  {name:>13} = {report["params"][name]:.6g}  (bootstrap SE {stats["se"]:.3g}, '
                   f'{report["bootstrap"]["level"]:.0%} interval [{stats["lo"]:.4g}, {stats["hi"]:.4g}])')
     held = report.get('holdout_largest')
-    if held:
+    if held and report['law'] == 'task':
+        print_task_holdout(report['metric'], held)
+    elif held:
         interval = f' [{held["lo"]:.4f}, {held["hi"]:.4f}]' if 'lo' in held else ''
         print(f'  largest N={held["N"]:.3g} held out: predicted {held["predicted"]:.4f}{interval}, '
               f'measured {held["measured"]:.4f} ({100 * held["relative_error"]:+.2f}%)')
@@ -111,6 +125,16 @@ def print_report(report: dict) -> None:
         interval = f' [{row["loss_lo"]:.4f}, {row["loss_hi"]:.4f}]' if 'loss_lo' in row else ''
         print(f'  C={row["C"]:.3g}: N_opt={row["N_opt"]:.3g}, D_opt={row["D_opt"]:.3g}, loss {row["loss"]:.4f}{interval}')
     print_warnings(report)
+
+
+def print_task_holdout(metric: str, held: dict) -> None:
+    def interval(key):
+        return f' [{held[key + "_lo"]:.4f}, {held[key + "_hi"]:.4f}]' if key + '_lo' in held else ''
+    print(f'  largest C={held["C"]:.3g} held out (N={held["N"]:.3g}, D={held["D"]:.3g}):')
+    print(f'    bpb     predicted {held["predicted_bpb"]:.4f}{interval("bpb")}, measured {held["measured_bpb"]:.4f} '
+          f'({100 * held["bpb_relative_error"]:+.2f}%)')
+    print(f'    {metric:<7} predicted {held["predicted_acc"]:.4f}{interval("acc")}, measured {held["measured_acc"]:.4f} '
+          f'(on {held["documents"]} documents, standard error {held["acc_measurement_se"]:.4f})')
 
 
 def print_compute_optimal(report: dict) -> None:
@@ -153,6 +177,7 @@ def fit_main() -> int:
     fit_and_report(results.read_csv(path), _LAW.value or 'power', Path(_OUT.value or default_out(path)),
                    200 if _BOOTSTRAP.value is None else _BOOTSTRAP.value, points_dir=path.parent / 'points',
                    budget_options=budget_options(_BUDGET_TOL.value, _MIN_POINTS.value, _BUDGETS.value),
+                   task=(_TASK.value, _TASK_METRIC.value),
                    n_col=_N_COL.value, d_col=_D_COL.value, c_col=_C_COL.value, loss_col=_LOSS_COL.value,
                    drop_top_loss=_DROP.value)
     return 0

@@ -20,7 +20,7 @@ def plot(fit, data: dict[str, np.ndarray], path: Path, title: str = '') -> list[
     if fit.report['law'] == 'compute_optimal':
         return _compute_optimal(fit, data, Path(path), title)
     draw = {'power': _power, 'chinchilla': _chinchilla, 'isoflop': _isoflop, 'envelope': _envelope,
-            'lr_transfer': _lr_transfer, 'lr_sensitivity': _lr_sensitivity}[fit.report['law']]
+            'lr_transfer': _lr_transfer, 'lr_sensitivity': _lr_sensitivity, 'task': _task}[fit.report['law']]
     _save(draw(fit, data), path, title or fit.report['formula'])
     return [Path(path)]
 
@@ -133,6 +133,45 @@ def _chinchilla(fit, data):
     _residuals(right, C, loss / fit.law.predict(N, D), 'compute C = 6ND (FLOPs)')
     _number_axis(right.xaxis, 'flops')
     right.set_title('residuals: measured / fitted - 1', fontsize=9)
+    return fig
+
+
+def _task(fit, data):
+    """The task law's two steps: bpb against compute (each run, and step 1's fit at its own N
+    and D), accuracy against bpb (step 2's sigmoid); the held-out run predicted in both."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    N, D, bpb, acc = data['N'], data['D'], data['loss'], data['acc']
+    C = 6 * N * D
+    held = fit.report.get('holdout_largest')
+    law = fit.holdout or fit.law
+    rest = C < C.max() if held else np.ones(len(C), bool)
+    points = left.scatter(C[rest], bpb[rest], c=np.log10(N[rest]), cmap='viridis', s=16, zorder=3,
+                          label='runs (fitted)')
+    fig.colorbar(points, ax=left, label='log10 N')
+    left.scatter(C[rest], law.loss.predict(N[rest], D[rest]), marker='x', color='C3', s=14, zorder=4,
+                 label='step 1 at each run\'s N, D')
+    right.scatter(bpb[rest], acc[rest], c=np.log10(N[rest]), cmap='viridis', s=16, zorder=3, label='runs (fitted)')
+    grid = np.linspace(min(bpb.min(), held['predicted_bpb'] if held else bpb.min()) - 0.1, bpb.max() + 0.1, 200)
+    right.plot(grid, law.accuracy.predict(grid), color='C3', label='step 2: sigmoid')
+    if held:
+        yerr = [[held['predicted_bpb'] - held.get('bpb_lo', held['predicted_bpb'])],
+                [held.get('bpb_hi', held['predicted_bpb']) - held['predicted_bpb']]]
+        left.errorbar([held['C']], [held['predicted_bpb']], yerr=yerr, fmt='s', color='C1', capsize=4,
+                      label=f'held out: predicted {held["predicted_bpb"]:.3f}')
+        left.scatter([held['C']], [held['measured_bpb']], marker='*', s=120, color='C1', zorder=5,
+                     label=f'held out: measured {held["measured_bpb"]:.3f}')
+        xerr = yerr
+        aerr = [[held['predicted_acc'] - held.get('acc_lo', held['predicted_acc'])],
+                [held.get('acc_hi', held['predicted_acc']) - held['predicted_acc']]]
+        right.errorbar([held['predicted_bpb']], [held['predicted_acc']], xerr=xerr, yerr=aerr, fmt='s', color='C1',
+                       capsize=4, label=f'held out: predicted {held["predicted_acc"]:.3f}')
+        right.scatter([held['measured_bpb']], [held['measured_acc']], marker='*', s=120, color='C1', zorder=5,
+                      label=f'held out: measured {held["measured_acc"]:.3f}')
+    _log_axes(left, 'compute C = 6ND (FLOPs)', f'{fit.report["task"]} bpb', x_kind='flops')
+    left.legend(fontsize=7, loc='upper right')
+    right.set(xlabel=f'{fit.report["task"]} bpb (gold answer, bits per byte)', ylabel=fit.report['metric'])
+    right.grid(True, alpha=0.3)
+    right.legend(fontsize=7, loc='upper right')
     return fig
 
 

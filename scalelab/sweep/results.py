@@ -48,6 +48,7 @@ def collect(sweep, points: list[points_lib.Point], workdir: Path) -> list[dict]:
             'n_heads': model.n_heads, 'wall_time_s': summary.get('wall_time_s'),
             'attn_logit_max': summary.get('attn_logit_max'), 'uniform_loss': uniform_loss(point.plan.spec),
             **{metric: summary.get(metric) for metric in sweep.fit.also},
+            **{key: value for key, value in summary.items() if key.startswith('downstream/')},  # task metrics
             **{key: value for key, value in point.axes.items()},
         })
     return rows
@@ -77,30 +78,34 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def table(rows: list[dict], *, n_col='N', d_col='D', c_col='C', loss_col='loss',
-          drop_top_loss: int = 0, dropped: list | None = None) -> dict[str, np.ndarray]:
+          drop_top_loss: int = 0, dropped: list | None = None, extra: tuple = ()) -> dict[str, np.ndarray]:
     """Numeric columns N, loss and (where available) D, C from CSV rows.
 
     Rows with a status other than 'completed', or without a finite positive
     N, loss, D or C (where those columns exist), are left out; then the
     `drop_top_loss` highest losses are. `dropped` (if given) receives
-    (row label, reason) for each row left out.
+    (row label, reason) for each row left out. Each `extra` column comes along under
+    its own name, required finite (zero and negative allowed: an accuracy of 0).
     """
     header = rows[0].keys() if rows else ()
-    missing = [c for c in (n_col, loss_col) if c not in header]
+    missing = [c for c in (n_col, loss_col, *extra) if c not in header]
     if missing:
         raise ValueError(f'results: no column {missing[0]!r}; columns are {", ".join(header)}')
     names = {'N': n_col, 'loss': loss_col, 'D': d_col, 'C': c_col}
     out = {k: np.array([number(r.get(col)) for r in rows]) for k, col in names.items() if col in header}
+    also = {col: np.array([number(r.get(col)) for r in rows]) for col in extra}
     reasons = []
     for i, row in enumerate(rows):
         status = row.get('status', 'completed')
         bad = [f'{names[k]}={row.get(names[k])!r}' for k in out if not (np.isfinite(out[k][i]) and out[k][i] > 0)]
+        bad_extra = [f'{col}={row.get(col)!r}' for col in extra if not np.isfinite(also[col][i])]
         reasons.append(f'status {status!r}' if status != 'completed' else
-                       f'{", ".join(bad)} is not a finite positive number' if bad else '')
+                       f'{", ".join(bad)} is not a finite positive number' if bad else
+                       f'{", ".join(bad_extra)} is not a finite number' if bad_extra else '')
     keep = np.array([not r for r in reasons], bool)
     if dropped is not None:
         dropped += [(row_label(row, i), why) for i, (row, why) in enumerate(zip(rows, reasons)) if why]
-    out = {k: v[keep] for k, v in out.items()}
+    out = {k: v[keep] for k, v in {**out, **also}.items()}
     if drop_top_loss:
         order = np.argsort(out['loss'], kind='stable')[:len(out['loss']) - drop_top_loss]
         out = {k: v[np.sort(order)] for k, v in out.items()}
