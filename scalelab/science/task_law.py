@@ -70,10 +70,6 @@ class TaskLaw:
     loss: scaling.Chinchilla      # step 1: task bpb from N and D
     accuracy: Sigmoid             # step 2: accuracy from task bpb
 
-    @property
-    def at_bounds(self) -> tuple[str, ...]:
-        return self.loss.at_bounds + tuple(f'sigmoid {edge}' for edge in self.accuracy.at_bounds)
-
     def predict(self, N, D):
         """(bpb, accuracy) at (N, D)."""
         bpb = self.loss.predict(N, D)

@@ -149,10 +149,11 @@ def _task(fit, data):
                           label='runs (fitted)')
     fig.colorbar(points, ax=left, label='log10 N')
     left.scatter(C[rest], law.loss.predict(N[rest], D[rest]), marker='x', color='C3', s=14, zorder=4,
-                 label='step 1 at each run\'s N, D')
+                 label='step 1 at each run\'s N, D' + (' (fitted without the held-out run)' if held else ''))
     right.scatter(bpb[rest], acc[rest], c=np.log10(N[rest]), cmap='viridis', s=16, zorder=3, label='runs (fitted)')
     grid = np.linspace(min(bpb.min(), held['predicted_bpb'] if held else bpb.min()) - 0.1, bpb.max() + 0.1, 200)
-    right.plot(grid, law.accuracy.predict(grid), color='C3', label='step 2: sigmoid')
+    right.plot(grid, law.accuracy.predict(grid), color='C3',
+               label='step 2: sigmoid' + (' (fitted without the held-out run)' if held else ''))
     if held:
         yerr = [[held['predicted_bpb'] - held.get('bpb_lo', held['predicted_bpb'])],
                 [held.get('bpb_hi', held['predicted_bpb']) - held['predicted_bpb']]]
