@@ -120,6 +120,15 @@ def test_predict_writes_the_run_to_train_and_verify_sets_its_loss_against_the_in
         'N_opt_by_approach': {'approach1': 2e4, 'approach2': 2e4, 'approach3': 2e4}, 'rule': 'geometric mean'}})
     predicted = verify.prediction(tmp_path)
     assert {'C', 'N_opt', 'D_opt', 'loss', 'loss_lo', 'loss_hi'} <= set(predicted)
+    import subprocess
+    import sys
+    out = tmp_path / 'not' / 'yet' / 'prediction.json'  # --out into folders that do not exist yet
+    done = subprocess.run([sys.executable, '-m', 'scalelab.sweep', 'predict', f'--workdir={tmp_path}', f'--out={out}'],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    written = json.loads(out.read_text())
+    assert {k: written[k] for k in ('C', 'N_opt', 'D_opt', 'loss')} == {k: predicted[k] for k in
+                                                                      ('C', 'N_opt', 'D_opt', 'loss')}
     shape = predicted['trained_shape']
     assert abs(shape['N'] / 2.0e4 - 1) <= 0.05 and shape['D'] == pytest.approx(6e10 / (6 * shape['N']))
     assert predicted['overrides']['train.flops'] == 6e10

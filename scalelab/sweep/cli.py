@@ -245,6 +245,7 @@ def predict_main() -> int:
     if not _WORKDIR.value or not _OUT.value:
         raise ValueError('predict needs --workdir (a sweep fitted with --law compute_optimal) and --out FILE')
     predicted = verify.prediction(Path(_WORKDIR.value))
+    Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)
     write_json(Path(_OUT.value), predicted)
     interval = f' [{predicted["loss_lo"]:.4f}, {predicted["loss_hi"]:.4f}]' if 'loss_lo' in predicted else ''
     print(f'predicted at C={predicted["C"]:.3g}: N_opt={predicted["N_opt"]:.4g}, D_opt={predicted["D_opt"]:.4g}, '
@@ -262,6 +263,7 @@ def verify_main() -> int:
         raise ValueError('verify needs --prediction FILE, --run WORKDIR (trained) and --out FILE')
     predicted = workdir_lib.read_json(Path(_PREDICTION.value), 'write it with `python -m scalelab.sweep predict`')
     measured = verify.verification(predicted, Path(_RUN.value))
+    Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)
     write_json(Path(_OUT.value), measured)
     interval = (f', {"inside" if measured["inside"] else "OUTSIDE"} [{measured["loss_lo"]:.4f}, '
                 f'{measured["loss_hi"]:.4f}]') if 'inside' in measured else ''
