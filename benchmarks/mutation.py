@@ -42,9 +42,10 @@ MODULES = {
     'sweep/compare.py': ['test_compare.py'],
     'sweep/lr_laws.py': ['test_lr_laws.py'],
     'training/optim.py': ['test_optim.py'],
-    'training/metrics.py': ['test_diagnostics.py', 'test_actions.py'],
+    'training/metrics.py': ['test_metrics.py'],
     'training/diagnostics.py': ['test_diagnostics.py'],
     'models/decoding.py': ['test_translation.py'],
+    'core/downstream.py': ['test_downstream.py'],
 }
 CAUGHT = ('killed', 'timeout', 'segfault')
 

@@ -74,3 +74,128 @@ def test_every_optimizer_minimizes_a_quadratic(name):
         updates, state = tx.update(jax.grad(loss)(params), state, params)
         params = optax.apply_updates(params, updates)
     assert float(loss(params)) < 0.05 * float(loss({'w': jnp.zeros((2, 2))}))
+
+
+# --- every optimizer's step against a float64 NumPy reference -------------------------
+
+PEAK, WARMUP, TOTAL, MIN_RATIO = 0.05, 2, 10, 0.2
+HYPER = dict(b1=0.8, b2=0.9, eps=1e-3, momentum=0.7, weight_decay=0.05, grad_clip=0.5)
+
+
+def reference_lr(step):
+    """Linear warmup from 0, then cosine to MIN_RATIO of the peak, by hand."""
+    if step < WARMUP:
+        return PEAK * step / WARMUP
+    t = (step - WARMUP) / (TOTAL - WARMUP)
+    return PEAK * ((1 - MIN_RATIO) * 0.5 * (1 + np.cos(np.pi * t)) + MIN_RATIO)
+
+
+def decays(name):
+    return not (name.endswith('bias') or name.endswith('scale'))
+
+
+class Reference:
+    """One optimizer, float64, parameter by parameter; `scale` and `frozen` by name."""
+
+    def __init__(self, name, params, *, scale=lambda n: 1.0, frozen=lambda n: False, independent=False):
+        self.name, self.scale, self.frozen, self.independent = name, scale, frozen, independent
+        self.state = {k: dict(m=np.zeros_like(p), v=np.zeros_like(p), t=np.zeros_like(p),
+                              acc=np.full_like(p, 0.1)) for k, p in params.items()}
+
+    def step(self, step, params, grads):
+        h = HYPER
+        grads = {k: (np.zeros_like(g) if self.frozen(k) else g) for k, g in grads.items()}
+        norm = np.sqrt(sum(np.sum(g ** 2) for g in grads.values()))
+        grads = {k: g * min(1.0, h['grad_clip'] / norm) for k, g in grads.items()}
+        out = {}
+        for k, p in params.items():
+            if self.frozen(k):
+                out[k] = p
+                continue
+            s, g, lr = self.state[k], grads[k], reference_lr(step) * self.scale(k)
+            wd = 0.0 if self.independent or not decays(k) else h['weight_decay'] / self.scale(k)
+            n = step + 1
+            if self.name != 'adamw':
+                g = g + wd * p  # L2, added to the gradient
+            if self.name == 'sgd':
+                u = -lr * g
+            elif self.name == 'momentum':
+                s['t'] = g + h['momentum'] * s['t']
+                u = -lr * s['t']
+            elif self.name == 'adagrad':
+                s['acc'] = s['acc'] + g ** 2
+                u = -lr * g / np.sqrt(s['acc'] + h['eps'])
+            elif self.name == 'rmsprop':
+                s['v'] = h['b2'] * s['v'] + (1 - h['b2']) * g ** 2
+                u = -lr * g / np.sqrt(s['v'] + h['eps'])
+            else:  # adam, adamw
+                s['m'] = h['b1'] * s['m'] + (1 - h['b1']) * g
+                s['v'] = h['b2'] * s['v'] + (1 - h['b2']) * g ** 2
+                m_hat, v_hat = s['m'] / (1 - h['b1'] ** n), s['v'] / (1 - h['b2'] ** n)
+                u = -lr * (m_hat / (np.sqrt(v_hat) + h['eps']) + (wd * p if self.name == 'adamw' else 0.0))
+            if self.independent and decays(k):
+                u = u - h['weight_decay'] * reference_lr(step) / PEAK * p
+            out[k] = p + u
+        return out
+
+
+def run_both(name, steps=4, groups=None, freeze='', **reference_kw):
+    rng = np.random.default_rng(0)
+    params64 = {'kernel': rng.normal(size=(3, 4)), 'bias': rng.normal(size=4), 'norm.scale': 1 + rng.normal(size=4),
+                'head.kernel': rng.normal(size=(4, 2))}
+    tx, _ = optim.make(cfg(name=name, learning_rate=PEAK, warmup_steps=WARMUP, schedule='cosine',
+                           min_lr_ratio=MIN_RATIO, independent_wd=reference_kw.get('independent', False), **HYPER),
+                       TOTAL, groups=groups, freeze=freeze)
+    nested = lambda flat: {'kernel': flat['kernel'], 'bias': flat['bias'], 'norm': {'scale': flat['norm.scale']},
+                           'head': {'kernel': flat['head.kernel']}}
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), nested(params64))
+    state = tx.init(params)
+    reference = Reference(name, params64, **reference_kw)
+    for step in range(steps):
+        grads64 = {k: rng.normal(size=p.shape) for k, p in params64.items()}
+        updates, state = tx.update(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), nested(grads64)), state, params)
+        params = optax.apply_updates(params, updates)
+        params64 = reference.step(step, params64, grads64)
+    return params, nested(params64)
+
+
+@pytest.mark.parametrize('name', optim.OPTIMIZERS)
+def test_every_optimizer_steps_as_its_update_rule_says(name):
+    """Non-default b1, b2, eps, momentum, decay and clipping, through warmup into the cosine:
+    every parameter after 4 steps as a float64 reference of the rule computes it."""
+    ours, reference = run_both(name)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=2e-5, atol=1e-7),
+                 ours, reference)
+
+
+@pytest.mark.parametrize('name', ['adamw', 'momentum'])
+def test_groups_scale_the_rate_not_the_decay_and_frozen_parameters_stay(name):
+    """muP groups: the head's rate x0.25 while its coupled decay per step stays lr * wd; frozen
+    norms keep their values and take no share of the clipping norm."""
+    groups = ({'hidden': 1.0, 'head': 0.25}, lambda n: 'head' if n.startswith('head') else 'hidden')
+    ours, reference = run_both(name, groups=groups, freeze=r'^norm\.',
+                               scale=lambda k: 0.25 if k.startswith('head') else 1.0,
+                               frozen=lambda k: k.startswith('norm'))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=2e-5, atol=1e-7),
+                 ours, reference)
+
+
+@pytest.mark.parametrize('name', ['adamw', 'sgd'])
+def test_independent_decay_follows_the_schedule_not_the_rate(name):
+    ours, reference = run_both(name, independent=True)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=2e-5, atol=1e-7),
+                 ours, reference)
+
+
+@pytest.mark.parametrize('key, bad, edge_ok', [
+    ('learning_rate', 0.0, 1e-12), ('warmup_steps', -1, 0), ('weight_decay', -0.1, 0.0), ('grad_clip', -1.0, 0.0),
+    ('warmup_fraction', 1.0, 0.0), ('warmup_fraction', -0.1, 0.999), ('decay_fraction', 1.01, 1.0),
+    ('decay_fraction', -0.01, 0.0), ('min_lr_ratio', 1.5, 1.0), ('min_lr_ratio', -0.5, 0.0),
+    ('b1', 1.0, 0.0), ('b2', -0.1, 0.999), ('momentum', 1.0, 0.0), ('eps', 0.0, 1e-30),
+    ('name', 'lamb', 'adagrad'), ('schedule', 'linear', 'wsd'),
+])
+def test_each_bad_value_is_named_and_each_edge_of_the_valid_range_passes(key, bad, edge_ok):
+    problems = optim.validate(cfg(**{key: bad}))
+    assert len(problems) == 1 and problems[0].startswith(f'optim.{key}={bad!r}' if isinstance(bad, str)
+                                                         else f'optim.{key}={bad}')
+    assert optim.validate(cfg(**{key: edge_ok})) == []
