@@ -61,6 +61,45 @@ def test_the_three_approaches_recover_a_known_allocation_and_predict_the_next_bu
     assert prediction['loss_hi'] - prediction['loss_lo'] < 0.05
 
 
+def test_the_report_holds_each_approach_its_runs_and_a_reproducible_interval(tmp_path):
+    """fit.json's contents against what made them: each approach's own report, the envelope's
+    runs, compute range and sizes read off the curves, warnings gathered from every approach
+    (a dropped row, each approach's own), rows at the largest budget and 10x it, the
+    prediction drawn from the seed (same seed, same interval; a narrower level, a narrower one)."""
+    budgets = np.geomspace(1e18, 1e20, 4)
+    rows = fake_sweep(tmp_path, TRUTH, budgets, noise=0.002)
+    rows.append({'name': 'broken', 'status': 'failed', 'N': 1e6, 'D': 1e9, 'C': 6e15, 'loss': ''})
+    dropped = []
+    data = results.table(rows, dropped=dropped)
+    fit = compute_optimal.fit(rows, data, tmp_path / 'points', bootstrap=12, dropped=dropped, tol=0.1)
+    report = fit.report
+    assert report['law'] == 'compute_optimal' and report['rows'] == len(rows) - 1
+    assert [report[a]['law'] for a in compute_optimal.APPROACHES] == ['envelope', 'isoflop', 'chinchilla']
+    assert set(fit.law) == set(compute_optimal.APPROACHES) and fit.law['approach3'].report is report['approach3']
+    one = report['approach1']
+    curves = compute_optimal.curves(rows, tmp_path / 'points', 'eval_loss')
+    assert one['runs'] == len(curves) == len(rows) - 1 and one['curve_metric'] == 'eval_loss'
+    finals = sorted(c.C[-1] for c in curves)  # the envelope's grid: smallest to largest final compute
+    assert one['C_range'] == pytest.approx([finals[0], finals[-1]], rel=1e-9)
+    assert set(one['sizes_on_envelope']) <= {c.N for c in curves} and len(one['sizes_on_envelope']) > 3
+    assert report['warnings'][0] == "row 'broken' left out: status 'failed'"
+    own = [f'{name}: {w}' for name in compute_optimal.APPROACHES for w in report[name]['warnings']]
+    assert report['warnings'][1:] == own
+    assert [(r['approach'], r['C']) for r in report['comparison']] == [
+        (a, C) for a in compute_optimal.APPROACHES for C in (budgets[-1], 10 * budgets[-1])]
+    again = compute_optimal.fit(rows, data, tmp_path / 'points', bootstrap=12, dropped=[])
+    assert again.report['prediction']['loss_lo'] == report['prediction']['loss_lo']
+    assert again.report['approach1']['bootstrap'] == report['approach1']['bootstrap']
+    narrow = compute_optimal.fit(rows, data, tmp_path / 'points', bootstrap=12, level=0.5)
+    p, q = report['prediction'], narrow.report['prediction']
+    assert q['level'] == 0.5 and q['loss_hi'] - q['loss_lo'] < p['loss_hi'] - p['loss_lo']
+    assert narrow.report['approach3']['bootstrap']['level'] == 0.5
+    assert narrow.report['approach2']['bootstrap']['level'] == 0.5
+    assert narrow.report['approach1']['bootstrap']['level'] == 0.5
+    with pytest.raises(ValueError, match="give a sweep's own results.csv"):
+        compute_optimal.fit(rows, data, tmp_path / 'nowhere', bootstrap=0)
+
+
 def test_the_sweep_cli_writes_the_comparison_and_a_figure_per_approach(tmp_path):
     import subprocess
     import sys
