@@ -52,6 +52,15 @@ def test_transfer_report_averages_seeds_and_gives_their_standard_error():
     # checked within half a decade of the widths' mean optimum, -1.95: 10^-2 and 10^-1.5
     assert curve['wider_is_better']['holds']
     assert curve['wider_is_better']['learning_rates'] == pytest.approx([10 ** -2, 10 ** -1.5])
+    assert report['law'] == 'lr_transfer' and report['rows'] == len(table) and 'parabola' in report['formula']
+    assert narrow['seeds'] == 3 and narrow['best_lr'] == pytest.approx(10 ** -2.0) and narrow['at_edge'] is False
+    assert curve['best_lr_range_decades'] == pytest.approx(0.1, abs=1e-9) and curve['any_at_edge'] is False
+    # each point: (lr, the seeds' mean loss, its standard error std(ddof=1) / sqrt(3)), by hand
+    for lr, mean, se in narrow['points']:
+        losses = [bowl(lr, best, 2.5) for best in seed_optima.values()]
+        assert (mean, se) == pytest.approx((np.mean(losses), np.std(losses, ddof=1) / math.sqrt(3)), rel=1e-9)
+    one_seed = lr_laws.lr_transfer(rows('mup', 64, 0, -2.0, 2.0))['curves']['mup']['widths']['64']
+    assert one_seed['se_decades'] is None and [p[2] for p in one_seed['points']] == [0.0] * len(LRS)
 
 
 def test_wider_is_better_names_the_widths_that_break_it():
@@ -82,6 +91,14 @@ def test_lr_sensitivity_by_hand():
     assert entry['lr_sensitivity'] == pytest.approx((3.0 + 2.5 + 2.0 + 2.4 + 5.0 + 5.0) / 6 - 2.0)
     assert entry['best_lr'] == 1e-1 and entry['diverged_lrs'] == [10.0]
     assert [p[2] for p in entry['points']] == [0.0, 0.0, 10.0, 20.0, 30.0, 40.0]
+    assert entry['best_loss'] == 2.0 and report['law'] == 'lr_sensitivity' and report['rows'] == len(table)
+    failed = [{**r, 'status': 'failed'} if r['optim.learning_rate'] == '0.01' else r for r in table]
+    entry = lr_laws.lr_sensitivity(failed)['variants']['qk_norm=False']['64']  # a failed run counts as diverged
+    assert entry['diverged_lrs'] == [0.01, 10.0]
+    plain = [{k: v for k, v in r.items() if k != 'model.qk_norm'} for r in table]
+    assert list(lr_laws.lr_sensitivity(plain)['variants']) == ['all']
+    with pytest.raises(ValueError, match='the table has no optim.learning_rate column'):
+        lr_laws.lr_transfer([{k: v for k, v in r.items() if k != 'optim.learning_rate'} for r in rows('mup', 64, 0, -2.0, 2.0)])
 
 
 def test_fit_command_reads_a_transfer_table_and_draws_it(tmp_path):
@@ -145,3 +162,27 @@ def test_committed_transfer_fit_is_the_fit_of_its_committed_table(name):
         assert refit['curves'][param]['wider_is_better'] == curve['wider_is_better']
         for width, fit in curve['widths'].items():
             assert refit['curves'][param]['widths'][width]['log10_best_lr'] == pytest.approx(fit['log10_best_lr'])
+
+
+@pytest.mark.parametrize('losses, expected', [
+    # three points, best in the middle: the parabola through them, its vertex by hand
+    ([2.0, 1.0, 2.0], (1.0, False)),
+    ([3.0, 1.0, 2.0], (1.0 + 0.5 * (3.0 - 2.0) / (3.0 - 2 * 1.0 + 2.0), False)),
+    # the three points around the best only: 1.5 and 1.6 pull the fit if the window slips
+    ([1.5, 1.6, 1.1, 1.0, 1.2], (3.0 + 0.5 * (1.1 - 1.2) / (1.1 - 2 * 1.0 + 1.2), False)),
+    ([1.2, 1.0, 1.1, 1.6, 1.5], (1.0 + 0.5 * (1.2 - 1.1) / (1.2 - 2 * 1.0 + 1.1), False)),
+    # best at an edge, or too few points: the grid's best, flagged
+    ([1.0, 2.0, 3.0], (0.0, True)), ([3.0, 2.0, 1.0], (2.0, True)), ([2.0, 1.0], (1.0, True)),
+    ([float('nan'), 2.0, 1.0, 2.0], (2.0, False)),       # a diverged run is left out, its lr with it
+    ([float('nan')] * 3, (float('nan'), True)),
+])
+def test_the_parabola_vertex_by_hand(losses, expected):
+    """Grid log10 lr = 0, 1, 2, ...; the vertex of the parabola through (x-1, y0), (x, y1),
+    (x+1, y2) lies at x + (y0 - y2) / (2 (y0 - 2 y1 + y2))."""
+    log_lrs = np.arange(len(losses), dtype=float)
+    optimum, at_edge = lr_laws.parabola_optimum(log_lrs, np.array(losses))
+    assert at_edge == expected[1]
+    if math.isnan(expected[0]):
+        assert math.isnan(optimum)
+    else:
+        assert optimum == pytest.approx(expected[0], abs=1e-9)
