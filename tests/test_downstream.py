@@ -288,3 +288,14 @@ def test_config_refuses_downstream_tasks_it_cannot_score(wheel):
     images.eval.downstream_tasks = 'piqa:rc_0shot'
     with pytest.raises(ConfigError, match='needs a language model'):
         config.resolve(images, 1)
+
+
+def test_downstream_keys_may_change_on_resume_and_runs_saved_before_them_resume():
+    """The eval section watches a run; it changes nothing it computes. A config.json written
+    before the section existed resumes under today's defaults."""
+    now = tiny_lm().to_dict()
+    before = {k: v for k, v in now.items() if k != 'eval'}
+    assert loop.resume_conflicts(before, now) == []
+    asked = tiny_lm(**{'eval.downstream_tasks': 'piqa:rc_0shot', 'eval.downstream_every': 5}).to_dict()
+    assert loop.resume_conflicts(now, asked) == []
+    assert loop.resume_conflicts(now, tiny_lm(**{'optim.learning_rate': 0.5}).to_dict()) != []

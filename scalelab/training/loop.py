@@ -33,7 +33,8 @@ from scalelab.training import plan as plan_lib
 # (a checkpoint restores onto any mesh). Every other key must match the saved config.json.
 RESUME_MAY_CHANGE = ('train.log_every', 'train.eval_every', 'train.evals', 'checkpoint.every_steps', 'checkpoint.keep',
                      'checkpoint.async_save', 'mesh.data', 'mesh.fsdp', 'mesh.tensor', 'log.tensorboard',
-                     'log.wandb', 'log.wandb_mode', 'log.norms', 'log.spike_window', 'log.spike_z')
+                     'log.wandb', 'log.wandb_mode', 'log.norms', 'log.spike_window', 'log.spike_z',
+                     'eval.downstream_tasks', 'eval.downstream_limit', 'eval.downstream_every')
 # These only move the end of the run when the learning rate is constant (after its warmup).
 RESUME_MAY_EXTEND = ('train.steps', 'train.tokens', 'train.flops')
 
