@@ -84,7 +84,10 @@ def test_the_report_holds_each_approach_its_runs_and_a_reproducible_interval(tmp
     assert set(one['sizes_on_envelope']) <= {c.N for c in curves} and len(one['sizes_on_envelope']) > 3
     assert report['warnings'][0] == "row 'broken' left out: status 'failed'"
     own = [f'{name}: {w}' for name in compute_optimal.APPROACHES for w in report[name]['warnings']]
-    assert report['warnings'][1:] == own
+    assert report['warnings'][1:] == own + report['prediction']['warnings']
+    E_share = TRUTH.E / TRUTH.predict(report['prediction']['N_opt'], report['prediction']['D_opt'])
+    assert report['prediction']['E_share'] == pytest.approx(E_share, rel=0.02)
+    assert E_share < 0.8 and report['prediction']['warnings'] == []  # 57% E at 10x: nothing to say
     assert [(r['approach'], r['C']) for r in report['comparison']] == [
         (a, C) for a in compute_optimal.APPROACHES for C in (budgets[-1], 10 * budgets[-1])]
     again = compute_optimal.fit(rows, data, tmp_path / 'points', bootstrap=12, dropped=[])
@@ -98,6 +101,16 @@ def test_the_report_holds_each_approach_its_runs_and_a_reproducible_interval(tmp
     assert narrow.report['approach1']['bootstrap']['level'] == 0.5
     with pytest.raises(ValueError, match="give a sweep's own results.csv"):
         compute_optimal.fit(rows, data, tmp_path / 'nowhere', bootstrap=0)
+
+
+def test_a_prediction_that_is_mostly_e_says_so():
+    C = np.array([1e11, 1e13])
+    assert compute_optimal.mostly_e(0.7, 1.0, C) == []
+    at_edge = compute_optimal.mostly_e(0.8, 1.0, C)
+    assert len(at_edge) == 1 and '80% the fit\'s irreducible loss E = 0.8' in at_edge[0]
+    assert '2.0 decades of compute' in at_edge[0]
+    # the IsoFLOP study's own prediction (E 1.03 of 1.137, over 1.5 decades) would have carried it
+    assert compute_optimal.mostly_e(1.03, 1.137, np.array([3.16e11, 1e13]))
 
 
 def test_the_sweep_cli_writes_the_comparison_and_a_figure_per_approach(tmp_path):

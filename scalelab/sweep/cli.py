@@ -250,6 +250,7 @@ def predict_main() -> int:
     interval = f' [{predicted["loss_lo"]:.4f}, {predicted["loss_hi"]:.4f}]' if 'loss_lo' in predicted else ''
     print(f'predicted at C={predicted["C"]:.3g}: N_opt={predicted["N_opt"]:.4g}, D_opt={predicted["D_opt"]:.4g}, '
           f'{predicted["metric"]} {predicted["loss"]:.4f}{interval}')
+    print_warnings(predicted)
     print(f'wrote {_OUT.value}; train it with:\n  {predicted["command"]}')
     return 0
 

@@ -22,6 +22,7 @@ from scalelab.training import metrics
 
 APPROACHES = ('approach1', 'approach2', 'approach3')
 PREDICT_AT = 10.0  # x the largest budget
+MOSTLY_E = 0.8     # a predicted loss at least this share irreducible rests on E more than on the data's trend
 
 
 def curves(rows: list[dict], points_dir: Path, metric: str, n_col: str = 'N') -> list[envelope.Curve]:
@@ -65,6 +66,7 @@ def fit(rows: list[dict], data: dict[str, np.ndarray], points_dir: Path, *, boot
     report['comparison'] = [compare_row(name, f, C, level) for name, f in fits.items()
                             for C in (C_max, PREDICT_AT * C_max)]
     report['prediction'] = predict(fits, PREDICT_AT * C_max, data, level, seed)
+    report['warnings'] += report['prediction']['warnings']
     return results.Fit(report, fits)
 
 
@@ -97,11 +99,23 @@ def predict(fits: dict[str, results.Fit], C: float, data: dict[str, np.ndarray],
     each = {name: float(f.law.optimal_allocation(C)[0]) for name, f in fits.items()}
     n_opt = float(np.exp(np.mean(np.log(list(each.values())))))
     d_opt = C / (6 * n_opt)
-    return {'C': C, 'N_opt': n_opt, 'D_opt': d_opt,
-            **loss_interval(fits['approach3'], n_opt, d_opt, data, level, seed),
+    loss = loss_interval(fits['approach3'], n_opt, d_opt, data, level, seed)
+    return {'C': C, 'N_opt': n_opt, 'D_opt': d_opt, **loss,
+            'E_share': fits['approach3'].law.E / loss['loss'],
+            'warnings': mostly_e(fits['approach3'].law.E, loss['loss'], data['C']),
             'N_opt_by_approach': each, 'level': level,
             'rule': 'N_opt: geometric mean of the three approaches at C; D_opt = C / 6 N_opt; loss: Approach 3, '
                     'interval = bootstrap laws + residual scatter'}
+
+
+def mostly_e(E: float, loss: float, C: np.ndarray) -> list[str]:
+    """A prediction that is mostly the fit's irreducible loss leans on E, which a few decades
+    of compute resolve poorly; the bootstrap interval carries the points' noise, not that."""
+    if not E >= MOSTLY_E * loss:
+        return []
+    return [f'the predicted loss {loss:.4g} is {E / loss:.0%} the fit\'s irreducible loss E = {E:.4g}: it rests on '
+            f'E, which {np.log10(C.max() / C.min()):.1f} decades of compute resolve poorly, and its interval does '
+            'not carry that (a law still falling at the largest budget makes E, and the prediction, too high)']
 
 
 def loss_interval(three: results.Fit, N: float, D: float, data: dict[str, np.ndarray], level: float,

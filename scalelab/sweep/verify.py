@@ -44,7 +44,7 @@ def prediction(sweep_dir: Path) -> dict:
     overrides['train.flops'] = float(p['C'])
     n_trained = shapes.count(solved, rule)
     return {**{k: p[k] for k in PREDICTION_KEYS if k in p}, 'level': p['level'], 'metric': sweep.fit.metric,
-            'N_opt_by_approach': p['N_opt_by_approach'], 'rule': p['rule'],
+            'N_opt_by_approach': p['N_opt_by_approach'], 'rule': p['rule'], 'warnings': p.get('warnings', []),
             'trained_shape': {'d_model': solved.d_model, 'n_layers': solved.n_layers, 'N': n_trained,
                               'D': p['C'] / (6 * n_trained), 'count': rule.count},
             'base': sweep.base, 'overrides': overrides,
