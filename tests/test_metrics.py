@@ -66,3 +66,26 @@ def test_the_step_timer_leaves_out_what_ran_apart(monkeypatch):
     now[0] = 120.0
     assert timer.lap() == 6.0          # 9 s, 3 apart
     assert timer.apart_s == {'eval': 8.0, 'checkpoint': 2.0}
+
+
+def test_a_torn_line_mid_file_is_dropped_alone_and_quoted_to_60_characters(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    torn = '{"step": 3, "loss": 2.0, "note": "' + 'x' * 80
+    write_lines(path, [json.dumps({'step': 2, 'loss': 3.0}), torn, json.dumps({'step': 4, 'loss': 1.0})])
+    warned = []
+    log = metrics.MetricsLog(path, enabled=True, resume_step=10, warn=warned.append)
+    assert [r['step'] for r in log.records()] == [2, 4]   # the lines after it are kept
+    assert warned[0].endswith(repr(torn[:60]))
+
+
+def test_curves_by_step_keep_evaluations_outside_the_logged_steps(tmp_path):
+    """By step, an evaluation after the last training line (the final one) or before the first
+    keeps its own step; by tokens it takes the nearest logged tokens (np.interp's ends)."""
+    write_lines(tmp_path / 'metrics.jsonl', [json.dumps(r) for r in (
+        {'step': 1, 'eval_loss': 5.0}, {'step': 2, 'loss': 4.0, 'tokens': 200}, {'step': 4, 'loss': 3.0, 'tokens': 400},
+        {'step': 6, 'eval_loss': 2.5})])
+    np.testing.assert_array_equal(metrics.curves(tmp_path, 'step')['eval'][0], [1, 6])
+    np.testing.assert_array_equal(metrics.curves(tmp_path, 'tokens')['eval'][0], [200, 400])
+    write_lines(tmp_path / 'metrics.jsonl', [json.dumps({'step': 3, 'eval_loss': 2.0})])  # evaluations only
+    assert metrics.curves(tmp_path, 'tokens')['eval'][0].tolist() == [3.0]
+    assert metrics.curves(tmp_path, 'tokens')['train'][0].size == 0
