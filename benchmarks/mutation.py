@@ -44,7 +44,7 @@ MODULES = {
     'training/optim.py': ['test_optim.py'],
     'training/metrics.py': ['test_metrics.py'],
     'training/diagnostics.py': ['test_diagnostics.py'],
-    'models/decoding.py': ['test_translation.py'],
+    'models/decoding.py': ['test_decoding.py'],
     'core/downstream.py': ['test_downstream.py'],
 }
 CAUGHT = ('killed', 'timeout', 'segfault')
