@@ -121,3 +121,76 @@ def test_an_off_centre_grid_biases_approach_2_by_what_the_readme_reports(truth, 
 def test_isoflop_refuses_fewer_than_two_usable_budgets():
     with pytest.raises(ValueError, match='need at least 2 compute budgets'):
         isoflop.fit_isoflop([1e6, 2e6, 4e6], [1e18, 1e18, 1e18], [3.0, 2.9, 3.1])
+
+
+def bowl_budget(C, N0, sizes, curvature=0.5, floor=2.0):
+    """Runs whose loss is an exact parabola in ln N with its vertex at N0."""
+    N = np.asarray(sizes, float)
+    return N, floor + curvature * (np.log(N) - np.log(N0)) ** 2, C / (6 * N)
+
+
+def test_a_budget_s_parabola_by_hand():
+    N, loss, D = bowl_budget(1e18, 3e7, [1e7, 2e7, 4e7, 8e7, 1.6e8])
+    b = isoflop.profile(1e18, N, loss, D, min_points=5)
+    assert b.left_out == '' and b.points == 5 and b.C == 1e18
+    assert (b.N_opt, b.loss_opt, b.D_opt) == pytest.approx((3e7, 2.0, 1e18 / (6 * 3e7)), rel=1e-9)
+    assert b.coefficients[0] == pytest.approx(0.5, rel=1e-9)
+    low, high = math.log(1e7), math.log(1.6e8)
+    assert b.log_N_range == pytest.approx((low, high)) and b.log_N_center == pytest.approx(np.log(N).mean())
+    assert b.offset == pytest.approx((math.log(3e7) - (low + high) / 2) / ((high - low) / 2), rel=1e-9)
+    assert b.to_dict()['log_N_range'] == list(b.log_N_range) and b.to_dict()['N_opt'] == b.N_opt
+    few = isoflop.profile(1e18, N[:4], loss[:4], D[:4], min_points=5)
+    assert few.left_out == '4 distinct sizes, fewer than the 5 a budget needs' and math.isnan(few.N_opt)
+    twice = isoflop.profile(1e18, np.repeat(N[:2], 3), np.repeat(loss[:2], 3), np.repeat(D[:2], 3), min_points=3)
+    assert twice.left_out.startswith('2 distinct sizes')
+    cap = isoflop.profile(1e18, N, 4.0 - loss, D, min_points=5)
+    assert cap.left_out == 'its parabola opens downward (no minimum)' and cap.coefficients[0] < 0
+    outside = isoflop.profile(1e18, *bowl_budget(1e18, 5e8, [1e7, 2e7, 4e7, 8e7, 1.6e8]), min_points=5)
+    assert outside.left_out == "its vertex N=5e+08 lies outside its runs' N range [1e+07, 1.6e+08]"
+    assert outside.N_opt == pytest.approx(5e8, rel=1e-9)
+
+
+def test_budgets_are_grouped_densest_first_and_to_the_tolerance():
+    C = np.array([1e18, 1.2e18, 0.9e18, 1e19, 1.25e19, 3e20])
+    labels, centres = isoflop.group(C, tol=0.1)
+    assert labels.tolist() == [0, 0, 0, 1, 1, 2]
+    assert centres == pytest.approx([10 ** np.log10(C[:3]).mean(), 10 ** np.log10(C[3:5]).mean(), 3e20])
+    at_edge = np.array([1e18, 10 ** 18.1, 10 ** 18.1000001])
+    assert isoflop.group(at_edge, tol=0.1 + 1e-12)[0].tolist()[:2] == [0, 0]
+    labels, centres = isoflop.group(C, tol=0.05, budgets=[1e19, 1e18])
+    assert labels.tolist() == [0, -1, 0, 1, -1, -1] and centres == pytest.approx([1e18, 1e19])
+    exactly = float(np.abs(np.log10(1.3e18) - np.log10(np.asarray([1e18], float)))[0])
+    assert isoflop.group(np.array([1.3e18]), tol=exactly, budgets=[1e18])[0].tolist() == [0]  # tol itself is in
+    assert isoflop.runs(1) == '1 run' and isoflop.runs(2) == '2 runs'
+
+
+def test_two_exact_budgets_give_the_exponents_by_hand_and_say_there_is_no_freedom():
+    sizes = lambda n0: n0 * np.array([0.25, 0.5, 1.0, 2.0, 4.0]) * 1.1  # the vertex off the grid's points
+    rows = [bowl_budget(C, n0, sizes(n0)) for C, n0 in ((1e18, 1e7), (1e20, 1e8))]
+    N, loss, D = (np.concatenate(parts) for parts in zip(*rows))
+    C = np.repeat([1e18, 1e20], 5)
+    iso = isoflop.fit_isoflop(np.append(N, 5e9), np.append(C, 1e23), np.append(loss, 2.0), np.append(D, 1.0))
+    assert iso.a == pytest.approx(0.5, rel=1e-9)                 # N_opt x10 over 2 decades of C
+    assert iso.N_coefficient * 1e18 ** 0.5 == pytest.approx(1e7, rel=1e-9)
+    assert iso.b == pytest.approx(0.5, rel=1e-9)                 # D_opt = C / 6 N_opt
+    assert iso.optimal_allocation(1e22) == pytest.approx((1e9, 1e22 / 6e9), rel=1e-9)
+    assert iso.params() == {'a': iso.a, 'b': iso.b, 'N_coefficient': iso.N_coefficient,
+                            'D_coefficient': iso.D_coefficient}
+    assert iso.unassigned == 0 and len(iso.budgets) == 3  # the lone 1e23 run is a budget of 1, left out
+    assert iso.warnings[0] == 'budget C=1e+23 (1 run) left out: 1 distinct sizes, fewer than the 5 a budget needs'
+    assert iso.warnings[-1] == 'only 2 budgets: the exponents pass exactly through their vertices (no degrees of freedom)'
+    assert not any('offset' in w or 'off-centre' in w for w in iso.warnings)
+
+
+def test_the_bootstrap_resamples_within_budgets_with_its_seed_and_counts_failures():
+    N, C, loss = isoflop_table(BESIROGLU, (1e19, 1e20, 1e21), sizes=7)
+    fits, failed = isoflop.bootstrap(N, C, loss, n=25, seed=3)
+    assert len(fits) + failed == 25
+    assert all([b.points for b in f.budgets] == [7, 7, 7] for f in fits)  # each budget keeps its size
+    again, _ = isoflop.bootstrap(N, C, loss, n=25, seed=3)
+    other, _ = isoflop.bootstrap(N, C, loss, n=25, seed=4)
+    assert [f.a for f in again] == [f.a for f in fits] and [f.a for f in other] != [f.a for f in fits]
+    assert np.std([f.a for f in fits]) > 0
+    N, C, loss = isoflop_table(BESIROGLU, (1e19, 1e20), sizes=4)  # 4 sizes: resamples often keep 2 distinct
+    kept, failed = isoflop.bootstrap(N, C, loss, n=20, seed=0, min_points=3)
+    assert len(kept) + failed == 20 and failed > 0 and kept
