@@ -79,7 +79,7 @@ def test_every_optimizer_minimizes_a_quadratic(name):
 # --- every optimizer's step against a float64 NumPy reference -------------------------
 
 PEAK, WARMUP, TOTAL, MIN_RATIO = 0.05, 2, 10, 0.2
-HYPER = dict(b1=0.8, b2=0.9, eps=1e-3, momentum=0.7, weight_decay=0.05, grad_clip=0.5)
+HYPER = dict(b1=0.8, b2=0.85, eps=1e-3, momentum=0.7, weight_decay=0.05, grad_clip=0.5)  # none a default
 
 
 def reference_lr(step):
@@ -168,14 +168,18 @@ def test_every_optimizer_steps_as_its_update_rule_says(name):
                  ours, reference)
 
 
-@pytest.mark.parametrize('name', ['adamw', 'momentum'])
-def test_groups_scale_the_rate_not_the_decay_and_frozen_parameters_stay(name):
-    """muP groups: the head's rate x0.25 while its coupled decay per step stays lr * wd; frozen
-    norms keep their values and take no share of the clipping norm."""
+@pytest.mark.parametrize('name, with_groups, with_freeze, independent', [
+    ('adamw', True, True, False), ('momentum', True, True, False), ('adamw', True, False, False),
+    ('sgd', False, True, False), ('adamw', True, False, True)])
+def test_groups_scale_the_rate_not_the_decay_and_frozen_parameters_stay(name, with_groups, with_freeze, independent):
+    """muP groups: the head's rate x0.25 while its coupled decay per step stays lr * wd (and
+    independent decay follows the schedule alone); frozen norms keep their values and take no
+    share of the clipping norm. Groups, freezing, or both."""
     groups = ({'hidden': 1.0, 'head': 0.25}, lambda n: 'head' if n.startswith('head') else 'hidden')
-    ours, reference = run_both(name, groups=groups, freeze=r'^norm\.',
-                               scale=lambda k: 0.25 if k.startswith('head') else 1.0,
-                               frozen=lambda k: k.startswith('norm'))
+    ours, reference = run_both(name, groups=groups if with_groups else None,
+                               freeze=r'^norm\.' if with_freeze else '', independent=independent,
+                               scale=lambda k: 0.25 if with_groups and k.startswith('head') else 1.0,
+                               frozen=lambda k: with_freeze and k.startswith('norm'))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=2e-5, atol=1e-7),
                  ours, reference)
 
@@ -199,3 +203,25 @@ def test_each_bad_value_is_named_and_each_edge_of_the_valid_range_passes(key, ba
     assert len(problems) == 1 and problems[0].startswith(f'optim.{key}={bad!r}' if isinstance(bad, str)
                                                          else f'optim.{key}={bad}')
     assert optim.validate(cfg(**{key: edge_ok})) == []
+
+
+def test_schedule_edges_by_hand():
+    """One cosine step after warmup lands on the floor; a one-step warmup starts at 0; WSD with
+    no decay stays at the peak; WSD whose warmup and decay fill the run has no stable phase."""
+    lr = optim.schedule(cfg(learning_rate=1.0, warmup_steps=10, schedule='cosine', min_lr_ratio=0.25), 11)
+    assert values(lr, [0, 5, 10, 11]) == pytest.approx([0.0, 0.5, 1.0, 0.25])
+    lr = optim.schedule(cfg(learning_rate=2.0, warmup_steps=1, schedule='constant'), 10)
+    assert values(lr, [0, 1, 5]) == pytest.approx([0.0, 2.0, 2.0])
+    lr = optim.schedule(cfg(learning_rate=1.0, warmup_steps=0, schedule='wsd', decay_fraction=0.0), 10)
+    assert values(lr, [0, 9, 10]) == pytest.approx([1.0, 1.0, 1.0])
+    lr = optim.schedule(cfg(learning_rate=1.0, warmup_steps=2, schedule='wsd', decay_fraction=0.8,
+                            min_lr_ratio=0.0), 10)
+    assert values(lr, [2, 3, 6, 10]) == pytest.approx([1.0, 1 - 1 / 8, 0.5, 0.0])  # decay from step 2
+    lr = optim.schedule(cfg(learning_rate=1.0, warmup_steps=0, schedule='wsd', decay_fraction=0.1,
+                            min_lr_ratio=0.0), 10)
+    assert values(lr, [8, 9, 10]) == pytest.approx([1.0, 1.0, 0.0])  # one decay step
+    with pytest.raises(ValueError, match=r"optim.schedule='linear': not one of constant, cosine, wsd"):
+        optim.schedule(cfg(schedule='linear'), 10)
+    assert optim.validate(cfg(name='lamb', schedule='linear')) == [
+        "optim.name='lamb': not one of sgd, momentum, adagrad, rmsprop, adam, adamw",
+        "optim.schedule='linear': not one of constant, cosine, wsd"]
