@@ -173,6 +173,8 @@ def test_committed_transfer_fit_is_the_fit_of_its_committed_table(name):
     ([1.2, 1.0, 1.1, 1.6, 1.5], (1.0 + 0.5 * (1.2 - 1.1) / (1.2 - 2 * 1.0 + 1.1), False)),
     # best at an edge, or too few points: the grid's best, flagged
     ([1.0, 2.0, 3.0], (0.0, True)), ([3.0, 2.0, 1.0], (2.0, True)), ([2.0, 1.0], (1.0, True)),
+    # at an edge even though a parabola through the last three would put its vertex inside them
+    ([1.0, 0.5, 0.4], (2.0, True)), ([0.4, 0.5, 1.0], (0.0, True)),
     ([float('nan'), 2.0, 1.0, 2.0], (2.0, False)),       # a diverged run is left out, its lr with it
     ([float('nan')] * 3, (float('nan'), True)),
 ])
@@ -186,3 +188,34 @@ def test_the_parabola_vertex_by_hand(losses, expected):
         assert math.isnan(optimum)
     else:
         assert optimum == pytest.approx(expected[0], abs=1e-9)
+
+
+def test_wider_is_better_checks_every_step_up_at_every_rate_near_the_optimum():
+    """Three widths, optimum exactly -2.0: the rates 0.5 decades either side are checked too;
+    a tie is no improvement; every violation is kept; a rate one width lacks is not checked."""
+    table = rows('standard', 64, 0, -2.0, 2.2) + rows('standard', 128, 0, -2.0, 2.1) + rows('standard', 256, 0, -2.0, 2.1)
+    table = [r for r in table if not (r['model.d_model'] == '128' and float(r['optim.learning_rate']) == LRS[2])]
+    check = lr_laws.lr_transfer(table)['curves']['standard']['wider_is_better']
+    assert check['learning_rates'] == pytest.approx([10 ** -2.0, 10 ** -1.5])  # 10^-2.5: width 128 lacks it
+    assert not check['holds']
+    assert [(v['lr'], v['narrower'], v['wider']) for v in check['violations']] == [
+        (pytest.approx(10 ** -2.0), '128', '256'), (pytest.approx(10 ** -1.5), '128', '256')]
+
+
+def test_the_laws_name_what_they_are_and_what_they_miss():
+    with pytest.raises(ValueError, match=r'the table has no model.d_model or optim.learning_rate column: a '
+                                         r'learning-rate law needs model.d_model and optim.learning_rate as sweep axes'):
+        lr_laws.lr_transfer([{'loss': '1.0', 'status': 'completed'}])
+    with pytest.raises(ValueError, match=r"lr_transfer: no completed rows with a finite 'loss' and columns "
+                                         r'model.parametrization, model.d_model, optim.learning_rate'):
+        lr_laws.lr_transfer([{**r, 'status': 'failed'} for r in rows('mup', 64, 0, -2.0, 2.0)])
+    with pytest.raises(ValueError, match=r'lr_sensitivity: no rows with columns model.d_model and optim.learning_rate'):
+        lr_laws.lr_sensitivity([])
+    assert lr_laws.lr_transfer(rows('mup', 64, 0, -2.0, 2.0))['formula'] == (
+        'best learning rate per width: vertex of a parabola in log10(lr) fitted to the seed-averaged loss')
+    table = [{**r, 'uniform_loss': '5.0', 'model.qk_norm': 'True', 'optim.warmup': '10'}
+             for r in rows('mup', 64, 0, -2.0, 2.0)]
+    report = lr_laws.lr_sensitivity(table)
+    assert report['formula'] == ('LR sensitivity = mean over lr of min(loss, initial loss) - min over lr of loss '
+                                 '(Wortsman et al. 2023)')
+    assert list(report['variants']) == ['parametrization=mup, qk_norm=True, warmup=10']
