@@ -141,6 +141,7 @@ def test_a_budget_s_parabola_by_hand():
     assert b.to_dict()['log_N_range'] == list(b.log_N_range) and b.to_dict()['N_opt'] == b.N_opt
     few = isoflop.profile(1e18, N[:4], loss[:4], D[:4], min_points=5)
     assert few.left_out == '4 distinct sizes, fewer than the 5 a budget needs' and math.isnan(few.N_opt)
+    assert all(math.isnan(v) for v in (few.D_opt, few.loss_opt, few.offset)) and few.coefficients == ()
     twice = isoflop.profile(1e18, np.repeat(N[:2], 3), np.repeat(loss[:2], 3), np.repeat(D[:2], 3), min_points=3)
     assert twice.left_out.startswith('2 distinct sizes')
     cap = isoflop.profile(1e18, N, 4.0 - loss, D, min_points=5)
@@ -180,6 +181,14 @@ def test_two_exact_budgets_give_the_exponents_by_hand_and_say_there_is_no_freedo
     assert iso.warnings[0] == 'budget C=1e+23 (1 run) left out: 1 distinct sizes, fewer than the 5 a budget needs'
     assert iso.warnings[-1] == 'only 2 budgets: the exponents pass exactly through their vertices (no degrees of freedom)'
     assert not any('offset' in w or 'off-centre' in w for w in iso.warnings)
+    for side, span in (('larger', (-1.3, 0.1)), ('smaller', (-0.1, 1.3))):  # vertex at offset +-0.86
+        rows = [bowl_budget(C, n0, n0 * np.exp(np.linspace(*span, 5))) for C, n0 in ((1e18, 1e7), (1e20, 1e8))]
+        N, loss, D = (np.concatenate(parts) for parts in zip(*rows))
+        C = np.repeat([1e18, 1e20], 5)
+        off = isoflop.fit_isoflop(N, C, loss, D, budgets=[1e18, 1e20, 1e22])
+        assert sum(f'add sizes on the {side} side' in w for w in off.warnings) == 2, (side, off.warnings)
+    lone = isoflop.fit_isoflop(np.append(N, 1e6), np.append(C, 3e21), np.append(loss, 2.0), budgets=[1e18, 1e20])
+    assert lone.unassigned == 1  # a run in no budget is counted
 
 
 def test_the_bootstrap_resamples_within_budgets_with_its_seed_and_counts_failures():
@@ -191,6 +200,14 @@ def test_the_bootstrap_resamples_within_budgets_with_its_seed_and_counts_failure
     other, _ = isoflop.bootstrap(N, C, loss, n=25, seed=4)
     assert [f.a for f in again] == [f.a for f in fits] and [f.a for f in other] != [f.a for f in fits]
     assert np.std([f.a for f in fits]) > 0
+    assert all(f.b == pytest.approx(1 - f.a, abs=1e-9) for f in fits)  # D = C / 6N when no D is given
+    doubled, _ = isoflop.bootstrap(N, C, loss, 2 * C / (6 * N), n=25, seed=3)  # a given D is used
+    assert [g.D_coefficient / f.D_coefficient for f, g in zip(fits, doubled)] == pytest.approx([2.0] * 25)
+    jittered = isoflop_table(BESIROGLU, (1e19, 1e20, 1e21), sizes=7, jitter=0.15, seed=1)
+    wide, _ = isoflop.bootstrap(*jittered, n=5, seed=0, tol=0.35)  # the tolerance reaches every refit
+    assert all([b.points for b in f.budgets] == [7, 7, 7] for f in wide)
+    given, _ = isoflop.bootstrap(*jittered, n=5, seed=0, budgets=[1e19, 1e20, 1e21], tol=0.35)
+    assert all(len(f.budgets) == 3 for f in given)
     N, C, loss = isoflop_table(BESIROGLU, (1e19, 1e20), sizes=4)  # 4 sizes: resamples often keep 2 distinct
     kept, failed = isoflop.bootstrap(N, C, loss, n=20, seed=0, min_points=3)
     assert len(kept) + failed == 20 and failed > 0 and kept
