@@ -363,6 +363,20 @@ def resume_conflicts(saved: dict, now: dict) -> list[str]:
     return conflicts
 
 
+def may_change_text() -> list[str]:
+    """RESUME_MAY_CHANGE for a message: a section whose every key may change reads 'section.*'."""
+    base = flat_items(config.base_config().to_dict())
+    whole = {key.split('.')[0] for key in RESUME_MAY_CHANGE
+             if all(k in RESUME_MAY_CHANGE for k in base if k.split('.')[0] == key.split('.')[0])}
+    out = []
+    for key in RESUME_MAY_CHANGE:
+        section = key.split('.')[0]
+        text = f'{section}.*' if section in whole else key
+        if text not in out:
+            out.append(text)
+    return out
+
+
 def check_same_run(path: Path, cfg) -> None:
     """Refuse to resume a workdir with a config that would change its trajectory."""
     if not path.exists():
@@ -371,6 +385,6 @@ def check_same_run(path: Path, cfg) -> None:
                                         '(the checkpoints and metrics stay)')
     conflicts = resume_conflicts(saved, cfg.to_dict())
     if conflicts:
-        allowed = ', '.join(RESUME_MAY_CHANGE) + f' (and {", ".join(RESUME_MAY_EXTEND)} under a constant schedule)'
+        allowed = ', '.join(may_change_text()) + f' (and {", ".join(RESUME_MAY_EXTEND)} under a constant schedule)'
         raise ConfigError([f'workdir {path.parent} holds a run this config would change: {"; ".join(conflicts)}. '
                            f'Use a new --workdir; a resumed run may change only {allowed}'])
