@@ -27,16 +27,15 @@ def main() -> int:
     args = p.parse_args()
     import jax
 
-    from scalelab.core import downstream, parallel, runtime
+    from scalelab.core import downstream, runtime
     from scalelab.data import olmo_eval
+    from scalelab.use import downstream as downstream_cli
     from scalelab.use import inference
     runtime.configure()
     task = olmo_eval.load(args.task, args.limit)
     lm = inference.load(args.workdir, inference.DATA_PARALLEL)
     pairs = downstream.encode_task(lm.tokenizer, task)
-    sharding = parallel.batch_sharding(lm.mesh, 2)
-    forward = lambda arrays: downstream.continuation_logprobs(lm.graphdef, lm.params, {}, arrays)
-    put = lambda arrays: jax.device_put(arrays, sharding)
+    forward, put = downstream_cli.batch_scorer(lm)
     rows = []
     for batch in (int(b) for b in args.batches.split(',')):
         sums, seconds = timed(lambda: downstream.loglikelihoods(forward, pairs, lm.context, batch, put))

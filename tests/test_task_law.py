@@ -34,6 +34,10 @@ def known_rows(noise_bpb=0.004, noise_acc=0.004, seed=0, sigmoid=TRUE_SIGMOID, d
     return out
 
 
+def fit_rows(rows, **options):
+    return task_fit.fit(task_fit.table(rows, TASK, 'acc', []), TASK, **options)
+
+
 def test_the_sigmoid_is_recovered_from_noise_free_points():
     bpb = np.linspace(0.9, 2.2, 12)
     found = task_law.fit_sigmoid(bpb, TRUE_SIGMOID.predict(bpb))
@@ -42,7 +46,7 @@ def test_the_sigmoid_is_recovered_from_noise_free_points():
 
 
 def test_both_steps_recover_the_known_law_and_predict_the_held_out_run():
-    fit = task_fit.fit(known_rows(), TASK, bootstrap=40)
+    fit = fit_rows(known_rows(), bootstrap=40)
     params = fit.report['params']
     assert params['alpha'] == pytest.approx(0.3, abs=0.05) and params['beta'] == pytest.approx(0.35, abs=0.05)
     for name, value in TRUE_SIGMOID.params().items():
@@ -70,7 +74,7 @@ def test_accuracy_at_chance_is_said_to_be_noise():
     assert 0.85 <= np.mean(at_chance) < 1.0  # a one-sided 5% test: about 95 of 100 warned
     assert not any(warned(known_rows(noise_acc=0.01, seed=seed)) for seed in range(20))
     seed = at_chance.index(True)
-    fit = task_fit.fit(known_rows(noise_acc=0.01, sigmoid=chance, seed=seed), TASK, bootstrap=0)
+    fit = fit_rows(known_rows(noise_acc=0.01, sigmoid=chance, seed=seed), bootstrap=0)
     noise = [w for w in fit.report['warnings'] if 'fitted to noise' in w]
     assert len(noise) == 1 and 'no significant trend with bpb' in noise[0]
 
@@ -99,7 +103,7 @@ def test_the_cli_fits_the_task_law_draws_it_and_refuses_a_missing_task(tmp_path)
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / 'fit' / 'fit.json').read_text())
     assert report['task'] == TASK and report['metric'] == 'acc'
-    direct = task_fit.fit(known_rows(), TASK, bootstrap=8)
+    direct = fit_rows(known_rows(), bootstrap=8)
     assert report['holdout_largest']['predicted_bpb'] == pytest.approx(
         direct.report['holdout_largest']['predicted_bpb'], rel=1e-9)
     assert 'bpb     predicted' in done.stdout and (tmp_path / 'fit' / 'scaling.png').stat().st_size > 10000
@@ -133,7 +137,7 @@ def test_a_sweeps_table_carries_the_points_task_metrics_into_the_fit(tmp_path):
             points.append(point)
     rows = results.collect(points_lib.default_config(), points, tmp_path)
     assert [float(r[f'downstream/{TASK}/n']) for r in rows] == [500.0] * len(points)
-    fit = task_fit.fit(rows, TASK, bootstrap=0)
+    fit = fit_rows(rows, bootstrap=0)
     assert fit.report['rows'] == len(points)
     held = fit.report['holdout_largest']
     assert held['predicted_bpb'] == pytest.approx(held['measured_bpb'], rel=1e-3)

@@ -89,6 +89,11 @@ def available(wheel: Path) -> dict[str, list[str]]:
     return {task: sorted(variants) for task, variants in sorted(_listing(wheel).items())}
 
 
+def split_names(text: str) -> list[str]:
+    """'a:v, b:w' -> ['a:v', 'b:w'] (a task list as the command line and the config give it)."""
+    return [t.strip() for t in text.split(',') if t.strip()]
+
+
 def parse_name(spec: str, wheel: Path) -> tuple[str, str]:
     """'task:variant' -> (task, variant), or an error listing what is valid."""
     task, sep, variant = spec.partition(':')

@@ -72,8 +72,9 @@ def fit_and_report(rows: list[dict], law: str, out_dir: Path, n_bootstrap: int, 
         if not task or not task[0]:
             raise ValueError('--law task needs --task task:variant (a downstream/<task>/bpb column of the table)')
         columns.pop('loss_col', None)
-        fit = task_fit.fit(rows, *task, bootstrap=n_bootstrap, **columns)
-        data = task_fit.table(rows, *task, [], **columns)
+        dropped = []
+        data = task_fit.table(rows, *task, dropped, **columns)
+        fit = task_fit.fit(data, *task, bootstrap=n_bootstrap, dropped=dropped)
     else:
         dropped: list = []
         data = results.table(rows, dropped=dropped, **columns)

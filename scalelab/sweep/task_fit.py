@@ -70,13 +70,12 @@ def law_checks(law: task_law.TaskLaw, data: dict) -> list[str]:
     return lines
 
 
-def fit(rows: list[dict], task: str, metric: str = 'acc', *, bootstrap: int = 200, seed: int = 0,
-        level: float = 0.9, dropped: list | None = None, **cols) -> results.Fit:
-    dropped = [] if dropped is None else dropped
-    data = table(rows, task, metric, dropped, **cols)
+def fit(data: dict[str, np.ndarray], task: str, metric: str = 'acc', *, bootstrap: int = 200, seed: int = 0,
+        level: float = 0.9, dropped: list = ()) -> results.Fit:
+    """The task law on `data` (from `table`); `dropped` (also from `table`) becomes warnings."""
     N, D, bpb, acc = data['N'], data['D'], data['loss'], data['acc']
     report = {'law': 'task', 'task': task, 'metric': metric, 'rows': int(len(N)),
-              'warnings': checks.dropped(dropped) + checks.degrees_of_freedom(len(N), 5, 'task bpb (step 1)')}
+              'warnings': checks.dropped(list(dropped)) + checks.degrees_of_freedom(len(N), 5, 'task bpb (step 1)')}
     if len(N) < 5:
         raise ValueError(f'--law task: {len(N)} usable rows; step 1 needs at least 5 (step 2, 5 as well)')
     law, optima = task_law.fit_task_law(N, D, bpb, acc)
@@ -84,8 +83,7 @@ def fit(rows: list[dict], task: str, metric: str = 'acc', *, bootstrap: int = 20
     report['warnings'] += law_checks(law, data) + noise_warnings(bpb, acc, metric)
     laws = []
     if bootstrap and len(N) > 5:
-        laws, failed = scaling.bootstrap(lambda *c, starts: task_law.fit_task_law(*c, starts=starts),
-                                         (N, D, bpb, acc), optima, n=bootstrap, seed=seed)
+        laws, failed = scaling.bootstrap(task_law.fit_task_law, (N, D, bpb, acc), optima, n=bootstrap, seed=seed)
         laws = results.with_bootstrap(report, law, laws, failed, bootstrap, level)
     out = results.Fit(report, law, laws)
     largest = np.argmax(6 * N * D)
@@ -108,8 +106,7 @@ def holdout(data: dict, rest: np.ndarray, largest: int, n_boot: int, seed: int, 
              'acc_measurement_se': task_law.binomial_se(predicted_acc, docs)}
     entry['bpb_relative_error'] = predicted_bpb / entry['measured_bpb'] - 1
     if n_boot:
-        laws, _ = scaling.bootstrap(lambda *c, starts: task_law.fit_task_law(*c, starts=starts),
-                                    (N, D, bpb, acc), optima, n=n_boot, seed=seed)
+        laws, _ = scaling.bootstrap(task_law.fit_task_law, (N, D, bpb, acc), optima, n=n_boot, seed=seed)
         if len(laws) > 1:
             draws = np.array([other.predict(*at) for other in laws], float)
             rng = np.random.default_rng(seed)

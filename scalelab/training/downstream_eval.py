@@ -26,7 +26,7 @@ def default_config() -> ConfigDict:
 
 
 def task_names(eval_cfg) -> list[str]:
-    return [t.strip() for t in eval_cfg.downstream_tasks.split(',') if t.strip()]
+    return olmo_eval.split_names(eval_cfg.downstream_tasks)
 
 
 def validate(eval_cfg, task: str) -> list[str]:

@@ -221,23 +221,27 @@ def finish(session: actions.Session, run: Run) -> None:
     if session.status == 'diverged':
         run.progress.note(f'the loss stopped being finite at step {session.diverged_at}: stopping; the last '
                           f'checkpoint, step {run.ckpt.latest_step()}, holds finite parameters')
-    if session.status == 'completed':
-        logged = [r for r in session.writers.records() if r['step'] == session.step and 'eval_loss' in r]
-        if logged:  # killed after its final evaluation: keep that one, write none twice
-            session.last_eval = {k: v for k, v in logged[-1].items() if k.startswith('eval_')}
-        else:
+    if session.status == 'completed':  # killed after a final scoring: keep it, write none twice
+        records = session.writers.records()
+        session.last_eval = logged_at(records, session.step, 'eval_')
+        if not session.last_eval:
             session.run_eval()
         if session.downstream is not None:
-            scored = [r for r in session.writers.records() if r['step'] == session.step
-                      and any(k.startswith(downstream_eval.PREFIX) for k in r)]
-            if scored:
-                session.last_downstream = {k: v for k, v in scored[-1].items()
-                                           if k.startswith(downstream_eval.PREFIX)}
-            else:
+            session.last_downstream = logged_at(records, session.step, downstream_eval.PREFIX)
+            if not session.last_downstream:
                 session.run_downstream()
     run.ckpt.close()
     session.writers.close()
     run.progress.close()
+
+
+def logged_at(records: list[dict], step: int, prefix: str) -> dict:
+    """The `prefix` keys of the last record at `step` that holds any: what a session killed
+    after writing its final evaluation left (empty if none)."""
+    for record in reversed(records):
+        if record['step'] == step and any(k.startswith(prefix) for k in record):
+            return {k: v for k, v in record.items() if k.startswith(prefix)}
+    return {}
 
 
 def evaluate_run(run: Run, state: dict) -> dict:

@@ -33,27 +33,35 @@ def parse_args(argv: list[str]):
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         p.error(f'--limit={args.limit}: must be a positive number of documents')
-    tasks = [t.strip() for t in args.tasks.split(',') if t.strip()]
+    from scalelab.data import olmo_eval
+    tasks = olmo_eval.split_names(args.tasks)
     if not tasks:
         p.error('--tasks: give at least one task:variant (see `python -m scalelab.downstream list`)')
     args.tasks = tasks
     return args
 
 
-def score_workdir(workdir: str, task_names: list[str], limit: int | None, batch: int, report=print) -> dict:
-    """{task: metrics} for one workdir; `report` gets one line per task."""
+def batch_scorer(lm):
+    """(forward: padded batch -> (B,) continuation log-probabilities, put: a host batch split over
+    the model's data axes) for a model loaded with inference.DATA_PARALLEL."""
     import jax
 
     from scalelab.core import downstream, parallel
+    sharding = parallel.batch_sharding(lm.mesh, 2)
+    forward = lambda arrays: downstream.continuation_logprobs(lm.graphdef, lm.params, {}, arrays)
+    return forward, lambda arrays: jax.device_put(arrays, sharding)
+
+
+def score_workdir(workdir: str, task_names: list[str], limit: int | None, batch: int, report=print) -> dict:
+    """{task: metrics} for one workdir; `report` gets one line per task."""
+    from scalelab.core import downstream
     from scalelab.data import olmo_eval
     from scalelab.use import inference
     tasks = [olmo_eval.load(name, limit) for name in task_names]  # bad names fail before the model loads
     lm = inference.load(workdir, inference.DATA_PARALLEL)
     if batch % lm.mesh.size:
         raise ValueError(f'--batch={batch}: must be a multiple of the {lm.mesh.size} devices it is split over')
-    sharding = parallel.batch_sharding(lm.mesh, 2)
-    forward = lambda arrays: downstream.continuation_logprobs(lm.graphdef, lm.params, {}, arrays)
-    put = lambda arrays: jax.device_put(arrays, sharding)
+    forward, put = batch_scorer(lm)
     results = {}
     for task in tasks:
         results[task.name], timing = downstream.score_task(task, lm.tokenizer, forward, lm.context, batch, put)
