@@ -55,12 +55,24 @@ def main(argv: list[str]) -> int:
     from scalelab.training import loop
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                            heartbeat_s=_HEARTBEAT.value)
+    import jax
+
+    from scalelab.core import workdir
     from scalelab.core.errors import ConfigError, EXIT_DIVERGED
+
+    def record_exit(code: int, error: str) -> None:  # for a sweep's table and a cluster job's user
+        if jax.process_index() == 0:
+            workdir.record_exit(_WORKDIR.value, code, error)
+
     try:
         summary = loop.run(_CONFIG.value, _WORKDIR.value, profile_steps=profile)
     except ConfigError as e:
         print(f'error: {e}', file=sys.stderr)
+        record_exit(2, str(e))
         return 2
+    except Exception as e:
+        record_exit(1, f'{type(e).__name__}: {e}')
+        raise
     return EXIT_DIVERGED if summary['status'] == 'diverged' else 0
 
 

@@ -15,6 +15,7 @@ from scalelab.core import weights
 from scalelab.core.errors import ConfigError
 from scalelab.training import loop, metrics
 from scalelab.core import workdir as workdir_lib
+from scalelab.sweep import results
 from tests.helpers import REPO, TEST_CACHE, losses, run_cli, tiny_lm
 
 CONSTANT = {'optim.schedule': 'constant', 'checkpoint.every_steps': 5, 'checkpoint.keep': 3}
@@ -259,3 +260,29 @@ def test_a_killed_sweep_driver_takes_its_points_along_and_never_runs_one_twice(t
     assert steps == list(range(10, 1201, 10))  # whole: every log line once, none lost or doubled
     rows = list(csv.DictReader((tmp_path / 'w' / 'results.csv').open()))
     assert [r['status'] for r in rows] == ['completed']
+
+
+def test_a_failed_attempt_records_its_exit_code_until_a_run_starts(tmp_path):
+    """exit.json, what a sweep's table reads for a point run elsewhere (a SLURM array task)."""
+    workdir = tmp_path / 'run'
+    result = run_cli(['--config', 'tests/tiny_config.py', '--config.optim.learning_rate=-1', f'--workdir={workdir}'])
+    cli_one_line_error(result, 'optim.learning_rate=-1.0: must be positive')
+    assert not workdir.exists()  # a new path: nothing created
+    workdir.mkdir()
+    result = run_cli(['--config', 'tests/tiny_config.py', '--config.optim.learning_rate=-1', f'--workdir={workdir}'])
+    assert result.returncode == 2
+    recorded = workdir_lib.read_exit(workdir)
+    assert recorded['exit_code'] == 2 and recorded['error'] == result.stderr.strip().removeprefix('error: ')
+    with workdir_lib.Lock(workdir):  # another process holds it: nothing written into its run
+        (workdir / workdir_lib.EXIT).unlink()
+        workdir_lib.record_exit(workdir, 2, 'refused')
+        assert workdir_lib.read_exit(workdir) is None
+    workdir_lib.record_exit(workdir, 1, 'RuntimeError: boom')
+    assert results.point_status({'status': 'preempted'}, workdir_lib.read_exit(workdir)) == 'failed (exit 1)'
+    assert results.point_status({}, None) == 'missing'
+    result = run_cli(['--config', 'tests/tiny_config.py', '--config.train.steps=2', f'--workdir={workdir}'])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert workdir_lib.read_exit(workdir) is None  # the attempt that trained removed it
+    summary = json.loads((workdir / 'summary.json').read_text())
+    workdir_lib.record_exit(workdir, 2, 'a later typo')  # a finished run's status outlives a later failure
+    assert results.point_status(summary, workdir_lib.read_exit(workdir)) == 'completed'

@@ -33,19 +33,20 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     instead of waiting forever.
     """
     coordinator = coordinator or os.environ.get(ENV_COORDINATOR)
+    cluster = None if coordinator else detected_cluster()
+    if coordinator or cluster:  # CPU collectives across processes need gloo; GPU and TPU ignore it
+        jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     if coordinator:
         num_processes = num_processes if num_processes is not None else int(os.environ[ENV_NUM_PROCESSES])
         process_id = process_id if process_id is not None else int(os.environ[ENV_PROCESS_ID])
         if not 0 <= process_id < num_processes:
             raise ValueError(f'process_id={process_id}: must be in [0, num_processes={num_processes})')
         loopback = coordinator.startswith(('127.', 'localhost'))
-        jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU cross-process collectives
         jax.distributed.initialize(
             coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
             coordinator_bind_address=coordinator if loopback else None,
             initialization_timeout=timeout_s, heartbeat_timeout_seconds=heartbeat_s)
         return 'explicit'
-    cluster = detected_cluster()
     if cluster:
         jax.distributed.initialize(initialization_timeout=timeout_s, heartbeat_timeout_seconds=heartbeat_s)
     return cluster or 'single'

@@ -15,9 +15,11 @@ import socket
 import time
 from pathlib import Path
 
+from scalelab.core import files
 from scalelab.core.errors import ConfigError, UsageError
 
 LOCK = '.lock'
+EXIT = 'exit.json'
 
 
 def check_path(workdir: Path) -> None:
@@ -115,3 +117,27 @@ def describe(holder: dict | None) -> str:
     holder = holder or {}
     since = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder['since'])) if 'since' in holder else '?'
     return f'pid {holder.get("pid", "?")} on {holder.get("host", "?")} (since {since})'
+
+
+def record_exit(workdir: Path, code: int, error: str) -> None:
+    """exit.json: why the latest attempt at this run failed, for a sweep's table and for a
+    cluster job's user, whose console is a log file. Written only into a workdir that exists
+    (a mistyped command on a new path creates nothing) and that no other process holds (a run
+    refused by the lock never writes into the holder's run); a run that starts training
+    removes it."""
+    workdir = Path(workdir)
+    try:
+        if workdir.is_dir() and owner(workdir) is None:
+            files.write_json(workdir / EXIT, {'exit_code': code, 'error': error, 'host': socket.gethostname(),
+                                              'time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})
+    except OSError:
+        pass  # an unwritable workdir: the error on the console already says so
+
+
+def read_exit(workdir: Path) -> dict | None:
+    """The recorded failure of the latest attempt (exit_code, error, host, time), if any."""
+    path = Path(workdir) / EXIT
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {'exit_code': None, 'error': f'{path}: unreadable'}

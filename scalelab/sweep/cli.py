@@ -1,7 +1,7 @@
 """CLI: run a sweep and fit its scaling law, refit any results table, or compare two recipes.
 
     python -m scalelab.sweep --config experiments/sweep_lm_params.py --workdir runs/sweep
-        [--dry-run] [--emit-commands] [--parallel K] [--cpu-devices N]
+        [--dry-run] [--emit-commands] [--collect-only] [--parallel K] [--cpu-devices N]
     python -m scalelab.sweep fit --results runs/sweep/results.csv --law power|chinchilla|isoflop|compute_optimal
         [--n-col N] [--d-col D] [--c-col C] [--loss-col loss] [--drop-top-loss K] [--out DIR]
         [--budget-tol 0.1] [--budgets 1e18,3e18,...] [--min-points 5]
@@ -26,7 +26,10 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Sweep config file (pa
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory: points/<name>/ run workdirs, results.csv, '
                                'fit.json, scaling.png.')
 _DRY_RUN = flags.DEFINE_bool('dry-run', False, 'List the points with parameter counts and FLOPs; train nothing.')
-_EMIT = flags.DEFINE_bool('emit-commands', False, 'Print one `python -m scalelab.run ...` command per point.')
+_EMIT = flags.DEFINE_bool('emit-commands', False, 'Print one `python -m scalelab.run ...` command per point '
+                            '(and make each point\'s workdir, where a failed point records why).')
+_COLLECT = flags.DEFINE_bool('collect-only', False, 'Write results.csv and the fit from what the points\' '
+                              'workdirs hold; train nothing (points run elsewhere, e.g. as a SLURM array).')
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Points run at once on this machine.', lower_bound=1)
 _CPU_DEVICES = flags.DEFINE_integer('cpu-devices', None, 'Passed to each point (virtual CPU devices).',
                                     lower_bound=1)
@@ -293,8 +296,9 @@ def sweep_main() -> int:
     points = points_lib.expand(sweep, jax.device_count(), left_out)
     extra = (f'--cpu-devices={_CPU_DEVICES.value}',) if _CPU_DEVICES.value else ()
 
-    if _EMIT.value:
+    if _EMIT.value:  # each point's workdir made, so that a point that fails where it runs records why
         for point in points:
+            runner.point_dir(workdir, point).mkdir(parents=True, exist_ok=True)
             print(points_lib.shell(points_lib.run_command(sweep, point, runner.point_dir(workdir, point), extra)))
         return 0
     print(f'{len(points)} points (N = {sweep.fit.count} parameters, the count the fit uses; '
@@ -314,8 +318,11 @@ def sweep_main() -> int:
 
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / 'sweep.json', sweep.to_dict())
-    outcome = runner.run(sweep, points, workdir, parallel=_PARALLEL.value, extra_args=extra)
+    outcome = {} if _COLLECT.value else runner.run(sweep, points, workdir, parallel=_PARALLEL.value,
+                                                   extra_args=extra)
     rows = results.collect(sweep, points, workdir)
+    if _COLLECT.value:
+        outcome = {r['name']: r['status'] for r in rows}
     results.write_csv(rows, workdir / 'results.csv')
     print(f'wrote {workdir / "results.csv"}')
     plot_points(rows, workdir)

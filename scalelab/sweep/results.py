@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from scalelab.core import files, tasks
+from scalelab.core import workdir as workdir_lib
 from scalelab.science import flops, isoflop, scaling, shapes
 from scalelab.sweep import checks, runner
 from scalelab.sweep import points as points_lib
 
 FIXED_COLUMNS = ('name', 'status', 'N', 'N_with_head', 'N_total', 'N_embedding', 'D', 'C', 'C_counted', 'loss',
-                 'train_loss', 'steps', 'd_model', 'n_layers', 'n_heads', 'wall_time_s', 'flop_convention')
+                 'train_loss', 'steps', 'd_model', 'n_layers', 'n_heads', 'wall_time_s', 'flop_convention', 'error')
 
 
 def collect(sweep, points: list[points_lib.Point], workdir: Path) -> list[dict]:
@@ -32,11 +33,13 @@ def collect(sweep, points: list[points_lib.Point], workdir: Path) -> list[dict]:
     rows = []
     for point in points:
         summary = runner.read_summary(runner.point_dir(workdir, point)) or {}
+        failure = workdir_lib.read_exit(runner.point_dir(workdir, point))
         params = summary.get('params', {})
         model = point.config.model
         n_with_head, tokens = point.plan.param_counts['with_head'], summary.get('tokens')
         rows.append({
-            'name': point.name, 'status': summary.get('status', 'missing'),
+            'name': point.name, 'status': point_status(summary, failure),
+            'error': None if failure is None or summary.get('status') in runner.FINAL_STATUSES else failure['error'],
             'N': point.plan.param_counts[sweep.fit.count], 'N_with_head': n_with_head,
             'N_total': params.get('total'), 'N_embedding': params.get('embedding'), 'D': tokens,
             'C': None if tokens is None else 6.0 * n_with_head * tokens, 'C_counted': summary.get('flops'),
@@ -52,6 +55,14 @@ def collect(sweep, points: list[points_lib.Point], workdir: Path) -> list[dict]:
             **{key: value for key, value in point.axes.items()},
         })
     return rows
+
+
+def point_status(summary: dict, failure: dict | None) -> str:
+    """A finished run's status; else the latest attempt's recorded failure, with its exit code
+    (a point run elsewhere, e.g. as a SLURM array task); else the summary's, or 'missing'."""
+    if summary.get('status') in runner.FINAL_STATUSES or failure is None:
+        return summary.get('status', 'missing')
+    return f'failed (exit {failure["exit_code"]})'
 
 
 def tokenizer_name(described) -> str | None:

@@ -58,6 +58,8 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
             if is_main:
                 print(f'{workdir}: already complete at step {done["step"]}; its summary.json is kept', flush=True)
             return done
+        if is_main:  # this attempt starts: an earlier one's failure no longer describes the run
+            (workdir / workdir_lib.EXIT).unlink(missing_ok=True)
         return _train(plan, workdir, devices, profile_steps, session_start, is_main)
 
 
