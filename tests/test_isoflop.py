@@ -211,3 +211,26 @@ def test_the_bootstrap_resamples_within_budgets_with_its_seed_and_counts_failure
     N, C, loss = isoflop_table(BESIROGLU, (1e19, 1e20), sizes=4)  # 4 sizes: resamples often keep 2 distinct
     kept, failed = isoflop.bootstrap(N, C, loss, n=20, seed=0, min_points=3)
     assert len(kept) + failed == 20 and failed > 0 and kept
+
+
+def test_without_d_the_tokens_are_c_over_6n_and_given_budgets_reach_the_bootstrap():
+    N, C, loss = isoflop_table(BESIROGLU, (1e19, 1e20, 1e21), sizes=7)
+    fit = isoflop.fit_isoflop(N, C, loss, tol=0.1)
+    assert fit.b == pytest.approx(1 - fit.a, abs=1e-9)
+    for budget in fit.budgets:
+        assert budget.D_opt == pytest.approx(budget.C / (6 * budget.N_opt), rel=1e-9)
+    # the largest budget is in none given: its runs are left out of every resample and refit
+    fits, failed = isoflop.bootstrap(N, C, loss, n=5, seed=0, budgets=[1e19, 1e20], tol=0.1)
+    assert failed == 0 and all([b.C for b in f.budgets] == pytest.approx([1e19, 1e20]) for f in fits)
+
+
+def test_too_few_budgets_name_every_reason():
+    N, C, loss = isoflop_table(BESIROGLU, (1e19, 1e20, 1e21), sizes=7)
+    keep = (C != 1e20) | (np.arange(len(C)) % 7 < 2)   # 1e20 keeps 2 sizes, 1e21 too
+    keep &= (C != 1e21) | (np.arange(len(C)) % 7 < 2)
+    with pytest.raises(ValueError) as raised:
+        isoflop.fit_isoflop(N[keep], C[keep], loss[keep], tol=0.1)
+    assert str(raised.value).endswith(
+        'budgets (runs within 0.1 decades of a budget share it); '
+        'budget C=1e+20 (2 runs) left out: 2 distinct sizes, fewer than the 5 a budget needs; '
+        'budget C=1e+21 (2 runs) left out: 2 distinct sizes, fewer than the 5 a budget needs')

@@ -97,6 +97,8 @@ def test_lr_sensitivity_by_hand():
     assert entry['diverged_lrs'] == [0.01, 10.0]
     plain = [{k: v for k, v in r.items() if k != 'model.qk_norm'} for r in table]
     assert list(lr_laws.lr_sensitivity(plain)['variants']) == ['all']
+    nested = [{**r, 'model.attention.kind': 'mha'} for r in table]  # a variant is named by its key's last part
+    assert list(lr_laws.lr_sensitivity(nested)['variants']) == ['kind=mha, qk_norm=False']
     with pytest.raises(ValueError, match='the table has no optim.learning_rate column'):
         lr_laws.lr_transfer([{k: v for k, v in r.items() if k != 'optim.learning_rate'} for r in rows('mup', 64, 0, -2.0, 2.0)])
 
@@ -219,3 +221,12 @@ def test_the_laws_name_what_they_are_and_what_they_miss():
     assert report['formula'] == ('LR sensitivity = mean over lr of min(loss, initial loss) - min over lr of loss '
                                  '(Wortsman et al. 2023)')
     assert list(report['variants']) == ['parametrization=mup, qk_norm=True, warmup=10']
+
+
+def test_two_seeds_have_a_standard_error_and_a_table_without_groups_is_one_curve():
+    table = rows('mup', 64, 0, -2.1, 2.5) + rows('mup', 64, 1, -1.8, 2.5)
+    widths = lr_laws.lr_transfer(table)['curves']['mup']['widths']
+    assert widths['64']['se_decades'] == pytest.approx(np.std([-2.1, -1.8], ddof=1) / math.sqrt(2))
+    assert all(se > 0 for _, _, se in widths['64']['points'])  # two seeds differ at every rate
+    plain = [{k: v for k, v in r.items() if k != 'model.parametrization'} for r in table]
+    assert list(lr_laws.lr_transfer(plain)['curves']) == ['all']

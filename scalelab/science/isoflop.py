@@ -64,7 +64,7 @@ class IsoFlop:
         return {'a': self.a, 'b': self.b, 'N_coefficient': self.N_coefficient, 'D_coefficient': self.D_coefficient}
 
 
-def group(C: np.ndarray, tol: float = 0.1, budgets=None) -> tuple[np.ndarray, np.ndarray]:
+def group(C: np.ndarray, tol: float, budgets=None) -> tuple[np.ndarray, np.ndarray]:
     """(label per row, budget per label): rows within `tol` decades of a budget share it; -1 = none.
 
     With `budgets` given, each row joins the nearest one within tol. Otherwise budgets are
@@ -88,7 +88,7 @@ def group(C: np.ndarray, tol: float = 0.1, budgets=None) -> tuple[np.ndarray, np
         labels[members] = len(centres)
         centres.append(log_C[members].mean())
     order = np.argsort(centres)  # labels in increasing C
-    return np.where(labels >= 0, np.argsort(order)[labels], -1), 10 ** np.array(centres)[order]
+    return np.argsort(order)[labels], 10 ** np.array(centres)[order]  # every row has a budget here
 
 
 def profile(C: float, N: np.ndarray, loss: np.ndarray, D: np.ndarray, min_points: int) -> Budget:
@@ -154,7 +154,7 @@ def fit_isoflop(N, C, loss, D=None, *, tol: float = 0.1, budgets=None, min_point
                    int((labels < 0).sum()))
 
 
-def bootstrap(N, C, loss, D=None, *, n: int = 200, seed: int = 0, **kwargs) -> tuple[list[IsoFlop], int]:
+def bootstrap(N, C, loss, D=None, *, n: int, seed: int, **kwargs) -> tuple[list[IsoFlop], int]:
     """Refit on `n` resamples of each budget's runs (with replacement, within the budget, so
     every budget keeps its size); returns the refits and how many failed (too few budgets)."""
     N, C, loss = (np.asarray(v, float) for v in (N, C, loss))

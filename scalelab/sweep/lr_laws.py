@@ -22,31 +22,26 @@ LAWS = ('lr_transfer', 'lr_sensitivity')  # the laws this module fits (sweep fit
 (WIDTH, LR), SEED = points.LR_LAW_AXES, 'seed'
 # The parabola goes through the grid's minimum and its two neighbours: the loss is V-shaped
 # in log lr, and a wider window pulls the vertex toward the flatter side.
-FIT_POINTS = 3
 NEAR_OPTIMUM = 0.5    # decades either side of an optimum where 'wider is better' is checked
 
 
 def parabola_optimum(log_lrs: np.ndarray, losses: np.ndarray) -> tuple[float, bool]:
     """(log10 of the best learning rate, whether it sits at the grid's edge).
 
-    A parabola through the FIT_POINTS finite points around the smallest loss; its
-    vertex is the optimum. An optimum at the first or last grid point, a parabola
-    that opens downward, or a vertex outside the fitted points is flagged: the grid
-    does not bracket the optimum, and the grid's best point is returned instead."""
+    The vertex of the parabola through the smallest finite loss and its two neighbours.
+    An optimum at the first or last grid point is flagged (the grid does not bracket it)
+    and that point returned. Otherwise the parabola always opens upward with its vertex
+    between the neighbours: the smallest loss is the first of its ties, so its left
+    neighbour is strictly higher and its right one no lower."""
     keep = np.isfinite(losses)
     log_lrs, losses = log_lrs[keep], losses[keep]
     if len(losses) == 0:
         return math.nan, True
     best = int(np.argmin(losses))
-    if best in (0, len(losses) - 1) or len(losses) < 3:
+    if best in (0, len(losses) - 1):
         return float(log_lrs[best]), True
-    lo = max(0, min(best - FIT_POINTS // 2, len(losses) - FIT_POINTS))
-    window = slice(lo, lo + FIT_POINTS)
-    a, b, _ = np.polyfit(log_lrs[window], losses[window], 2)
-    vertex = -b / (2 * a) if a > 0 else math.nan
-    if not (a > 0 and log_lrs[window][0] <= vertex <= log_lrs[window][-1]):
-        return float(log_lrs[best]), True
-    return float(vertex), False
+    a, b, _ = np.polyfit(log_lrs[best - 1:best + 2], losses[best - 1:best + 2], 2)
+    return float(-b / (2 * a)), False
 
 
 def _curves(rows: list[dict], loss_col: str, group_col: str) -> dict:
@@ -130,7 +125,7 @@ def lr_sensitivity(rows: list[dict], loss_col: str = 'loss') -> dict:
         initial = number(r.get('uniform_loss'))
         final = loss if r.get('status') == 'completed' and math.isfinite(loss) else math.inf
         runs[variant][int(number(r[WIDTH]))][number(r[LR])] = {
-            'loss': min(final, initial), 'diverged': not math.isfinite(final), 'initial': initial,
+            'loss': min(final, initial), 'diverged': not math.isfinite(final),
             'attn_logit_max': number(r.get('attn_logit_max'))}
     if not runs:
         raise ValueError(f'lr_sensitivity: no rows with columns {WIDTH} and {LR}')
