@@ -67,7 +67,7 @@ def test_every_optimizer_minimizes_a_quadratic(name):
     params = {'w': jnp.zeros((2, 2))}
     learning_rate = 1.0 if name == 'adagrad' else 0.1  # adagrad's denominator only grows
     tx, _ = optim.make(cfg(name=name, learning_rate=learning_rate, warmup_steps=0, schedule='constant',
-                           weight_decay=0.0, grad_clip=0.0), 200)
+                           weight_decay=0.0, grad_clip=0.0), 200, matrices=lambda n, ndim: ((0,), (1,)))
     state = tx.init(params)
     loss = lambda p: jnp.sum((p['w'] - target) ** 2)
     for _ in range(200):
@@ -104,6 +104,7 @@ class Reference:
 
     def step(self, step, params, grads):
         h = HYPER
+        rms = lambda x: np.sqrt(np.mean(x ** 2))
         grads = {k: (np.zeros_like(g) if self.frozen(k) else g) for k, g in grads.items()}
         norm = np.sqrt(sum(np.sum(g ** 2) for g in grads.values()))
         grads = {k: g * min(1.0, h['grad_clip'] / norm) for k, g in grads.items()}
@@ -115,7 +116,7 @@ class Reference:
             s, g, lr = self.state[k], grads[k], reference_lr(step) * self.scale(k)
             wd = 0.0 if self.independent or not decays(k) else h['weight_decay'] / self.scale(k)
             n = step + 1
-            if self.name != 'adamw':
+            if self.name not in optim.DECOUPLED:
                 g = g + wd * p  # L2, added to the gradient
             if self.name == 'sgd':
                 u = -lr * g
@@ -128,15 +129,50 @@ class Reference:
             elif self.name == 'rmsprop':
                 s['v'] = h['b2'] * s['v'] + (1 - h['b2']) * g ** 2
                 u = -lr * g / np.sqrt(s['v'] + h['eps'])
-            else:  # adam, adamw
+            elif self.name == 'lion':  # the sign of an interpolation; the momentum moves at b2
+                direction = np.sign(h['b1'] * s['m'] + (1 - h['b1']) * g)
+                s['m'] = h['b2'] * s['m'] + (1 - h['b2']) * g
+                u = -lr * (direction + wd * p)
+            elif self.name == 'adafactor':  # unfactored below 128: second moment at 1 - n^-0.8
+                beta2 = 1 - n ** -0.8
+                s['v'] = beta2 * s['v'] + (1 - beta2) * (g ** 2 + 1e-30)
+                u = g / np.sqrt(s['v'])
+                u = -lr * u / max(1.0, rms(u)) * max(rms(p), 1e-3)  # clipped at RMS 1, relative to the parameter
+            elif self.name == 'muon' and k in MUON_MATRICES:
+                beta = h['momentum']  # Nesterov momentum, both terms bias-corrected
+                s['m'] = beta * s['m'] + (1 - beta) * g
+                nesterov = beta * s['m'] / (1 - beta ** (n + 1)) + (1 - beta) * g / (1 - beta ** n)
+                fan_in, fan_out = p.shape
+                u = -lr * (newton_schulz(nesterov) * np.sqrt(max(1.0, fan_out / fan_in)) + wd * p)
+            else:  # adam, adamw; muon's AdamW side
                 s['m'] = h['b1'] * s['m'] + (1 - h['b1']) * g
                 s['v'] = h['b2'] * s['v'] + (1 - h['b2']) * g ** 2
                 m_hat, v_hat = s['m'] / (1 - h['b1'] ** n), s['v'] / (1 - h['b2'] ** n)
-                u = -lr * (m_hat / (np.sqrt(v_hat) + h['eps']) + (wd * p if self.name == 'adamw' else 0.0))
+                u = -lr * (m_hat / (np.sqrt(v_hat) + h['eps']) + (wd * p if self.name in optim.DECOUPLED else 0.0))
             if self.independent and decays(k):
                 u = u - h['weight_decay'] * reference_lr(step) / PEAK * p
             out[k] = p + u
         return out
+
+
+MUON_MATRICES = ('kernel',)  # the reference's hidden matrix; head.kernel goes to AdamW, as a real head does
+
+
+def muon_matrices(name, ndim):
+    return ((0,), (1,)) if name in MUON_MATRICES else None
+
+
+def newton_schulz(x, coefficients=(3.4445, -4.775, 2.0315), steps=5):
+    """Muon's quintic iteration towards the nearest semi-orthogonal matrix, on the wide side,
+    after scaling to unit Frobenius norm (Jordan et al. 2024)."""
+    tall = x.shape[0] > x.shape[1]
+    x = x.T if tall else x
+    x = x / (np.linalg.norm(x) + HYPER['eps'])
+    a, b, c = coefficients
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
 
 
 def run_both(name, steps=4, groups=None, freeze='', **reference_kw):
@@ -145,7 +181,7 @@ def run_both(name, steps=4, groups=None, freeze='', **reference_kw):
                 'head.kernel': rng.normal(size=(4, 2))}
     tx, _ = optim.make(cfg(name=name, learning_rate=PEAK, warmup_steps=WARMUP, schedule='cosine',
                            min_lr_ratio=MIN_RATIO, independent_wd=reference_kw.get('independent', False), **HYPER),
-                       TOTAL, groups=groups, freeze=freeze)
+                       TOTAL, groups=groups, freeze=freeze, matrices=muon_matrices)
     nested = lambda flat: {'kernel': flat['kernel'], 'bias': flat['bias'], 'norm': {'scale': flat['norm.scale']},
                            'head': {'kernel': flat['head.kernel']}}
     params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), nested(params64))
@@ -199,10 +235,11 @@ def test_independent_decay_follows_the_schedule_not_the_rate(name):
     ('name', 'lamb', 'adagrad'), ('schedule', 'linear', 'wsd'),
 ])
 def test_each_bad_value_is_named_and_each_edge_of_the_valid_range_passes(key, bad, edge_ok):
-    problems = optim.validate(cfg(**{key: bad}))
+    reader = {'name': 'momentum'} if key == 'momentum' else {}  # an optimizer that reads the key
+    problems = optim.validate(cfg(**{key: bad}, **reader))
     assert len(problems) == 1 and problems[0].startswith(f'optim.{key}={bad!r}' if isinstance(bad, str)
                                                          else f'optim.{key}={bad}')
-    assert optim.validate(cfg(**{key: edge_ok})) == []
+    assert optim.validate(cfg(**{key: edge_ok}, **reader)) == []
 
 
 def test_schedule_edges_by_hand():
@@ -223,5 +260,64 @@ def test_schedule_edges_by_hand():
     with pytest.raises(ValueError, match=r"optim.schedule='linear': not one of constant, cosine, wsd"):
         optim.schedule(cfg(schedule='linear'), 10)
     assert optim.validate(cfg(name='lamb', schedule='linear')) == [
-        "optim.name='lamb': not one of sgd, momentum, adagrad, rmsprop, adam, adamw",
+        "optim.name='lamb': not one of sgd, momentum, adagrad, rmsprop, adam, adamw, lion, adafactor, muon",
         "optim.schedule='linear': not one of constant, cosine, wsd"]
+
+
+@pytest.mark.parametrize('name, key, value', [('lion', 'momentum', 0.8), ('lion', 'eps', 1e-6),
+                                             ('sgd', 'b1', 0.5), ('adafactor', 'b2', 0.99)])
+def test_a_key_the_optimizer_does_not_read_is_refused_by_name(name, key, value):
+    default = optim.default_config()[key]
+    reads = ', '.join(optim.READS[name]) or 'none of b1, b2, eps, momentum'
+    assert optim.validate(cfg(name=name, **{key: value})) == [
+        f'optim.{key}={value}: {name} does not use it (it reads {reads}); leave it at its default, {default}']
+    assert optim.validate(cfg(name=name)) == []  # the defaults pass whatever the optimizer
+
+
+def test_adafactor_factors_the_second_moment_of_large_matrices():
+    """Both dims >= 128: v is kept as a row and a column mean; the update is g / sqrt(v_row v_col
+    / mean(v_row)) (Shazeer & Stern 2018), clipped at RMS 1 and scaled by the parameter's RMS."""
+    rng = np.random.default_rng(1)
+    p64, g64 = rng.normal(size=(128, 130)), rng.normal(size=(128, 130))
+    tx, _ = optim.make(cfg(name='adafactor', learning_rate=0.01, warmup_steps=0, schedule='constant',
+                           weight_decay=0.0, grad_clip=0.0), 10)
+    params = {'w': jnp.asarray(p64, jnp.float32)}
+    state = tx.init(params)
+    assert state[0][0].v_row['w'].shape == (128,) and state[0][0].v_col['w'].shape == (130,)
+    v_row, v_col = np.zeros(128), np.zeros(130)
+    for n in (1, 2, 3):
+        updates, state = tx.update({'w': jnp.asarray(g64, jnp.float32)}, state, params)
+        beta2 = 1 - n ** -0.8
+        v_row = beta2 * v_row + (1 - beta2) * np.mean(g64 ** 2 + 1e-30, axis=1)
+        v_col = beta2 * v_col + (1 - beta2) * np.mean(g64 ** 2 + 1e-30, axis=0)
+        u = g64 / np.sqrt(np.outer(v_row / v_row.mean(), v_col))
+        u = -0.01 * u / max(1.0, np.sqrt(np.mean(u ** 2))) * max(np.sqrt(np.mean(p64 ** 2)), 1e-3)
+        np.testing.assert_allclose(np.asarray(updates['w'], np.float64), u, rtol=1e-4, atol=1e-8)
+        params = optax.apply_updates(params, updates)
+        p64 = p64 + u
+
+
+def test_muon_orthogonalises_each_layer_of_a_stacked_weight_with_its_axes():
+    """A stacked (layers, d_model, heads, head_dim) q kernel: each layer's (d_model, heads x head_dim)
+    matrix is orthogonalised on its own (singular values near 1, the NS fixed point's band)."""
+    rng = np.random.default_rng(2)
+    g = rng.normal(size=(2, 16, 4, 8))
+    matrices = lambda name, ndim: ((ndim - 3,), (ndim - 2, ndim - 1))
+    tx, _ = optim.make(cfg(name='muon', learning_rate=1.0, warmup_steps=0, schedule='constant', weight_decay=0.0,
+                           grad_clip=0.0, momentum=0.0), 10, matrices=matrices)
+    params = {'q': {'kernel': jnp.zeros((2, 16, 4, 8))}}
+    updates, _ = tx.update({'q': {'kernel': jnp.asarray(g, jnp.float32)}}, tx.init(params), params)
+    for layer in range(2):
+        matrix = -np.asarray(updates['q']['kernel'][layer], np.float64).reshape(16, 32)  # lr 1, scale sqrt(32/16)
+        expected = newton_schulz(g[layer].reshape(16, 32)) * np.sqrt(2.0)
+        np.testing.assert_allclose(matrix, expected, rtol=0, atol=3e-4)  # float32's 5 quintic steps: 5e-5
+        singular = np.linalg.svd(matrix / np.sqrt(2.0), compute_uv=False)
+        assert 0.6 < singular.min() and singular.max() < 1.3
+
+
+def test_muon_keeps_one_rate_under_mup_groups():
+    """Muon's spectral scaling replaces muP's 1 / width multiplier: groups change nothing."""
+    groups = ({'hidden': 0.25, 'other': 1.0}, lambda n: 'hidden' if n == 'kernel' else 'other')
+    grouped, _ = run_both('muon', groups=groups)
+    plain, _ = run_both('muon')
+    jax.tree.map(np.testing.assert_array_equal, grouped, plain)

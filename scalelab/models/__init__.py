@@ -47,6 +47,11 @@ def lr_groups(cfg: ml_collections.ConfigDict):
     return family(cfg.name).lr_groups(cfg)
 
 
+def hidden_matrices(cfg: ml_collections.ConfigDict):
+    """name, ndim -> (input axes, output axes) of each hidden weight matrix (Muon), or None."""
+    return family(cfg.name).hidden_matrices(cfg)
+
+
 def stacked_prefix(cfg: ml_collections.ConfigDict) -> str | None:
     """The top-level attribute whose leaves hold every layer on their first axis
     (scan over layers), or None: diagnostics name each layer's norms alike either way."""

@@ -20,6 +20,8 @@ subclass takes both lists from the top level of its own module, see __init_subcl
     head_params(cfg)                the output head's parameters (counted in N of the FLOP convention)
     lr_groups(cfg)                  per-parameter learning-rate groups (muP), or None
     stacked_prefix(cfg)             the attribute holding every layer on a leading axis (scan), or None
+    hidden_matrices(cfg)            name, ndim -> (input axes, output axes) of a hidden weight matrix or
+                                    None (Muon's split); None: the family names none (Muon refused)
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ import sys
 
 # What a family module defines at its top level and its Family subclass takes from there.
 INTERFACE = ('TASKS', 'DEFAULT_DATA', 'CHOICES', 'POSITIVE', 'EMBEDDING_PARAMS', 'Model', 'default_config', 'resolve',
-             'validate', 'param_counts', 'forward_flops', 'head_params', 'lr_groups', 'stacked_prefix')
+             'validate', 'param_counts', 'forward_flops', 'head_params', 'lr_groups', 'stacked_prefix',
+             'hidden_matrices')
 
 
 class Family:
@@ -82,4 +85,8 @@ class Family:
 
     @staticmethod
     def stacked_prefix(cfg) -> str | None:
+        return None
+
+    @staticmethod
+    def hidden_matrices(cfg):
         return None

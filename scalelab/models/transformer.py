@@ -177,6 +177,22 @@ def stacked_prefix(cfg) -> str | None:
     return 'blocks' if cfg.scan_layers else None
 
 
+def hidden_matrices(cfg):
+    """Muon's matrices are muP's hidden weights: q, k, v (d_model -> heads x head_dim), o
+    (heads x head_dim -> d_model) and the MLP's (in -> out); a leading layer axis (scan) is a
+    batch axis, each layer its own matrix."""
+    def axes(name: str, ndim: int):
+        found = MUP_HIDDEN.search(name)
+        if found is None:
+            return None
+        if found.group(2) in ('attn.q', 'attn.k', 'attn.v'):
+            return (ndim - 3,), (ndim - 2, ndim - 1)
+        if found.group(2) == 'attn.o':
+            return (ndim - 3, ndim - 2), (ndim - 1,)
+        return (ndim - 2,), (ndim - 1,)
+    return axes
+
+
 def attention_impl(choice: str, dtype) -> str:
     """cuDNN's fused attention needs a GPU and 16-bit inputs; on CPU the heads-major
     einsum form is faster than XLA's; XLA's runs everywhere."""

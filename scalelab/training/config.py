@@ -248,6 +248,10 @@ def _model_problems(cfg: ConfigDict, spec) -> list[str]:
         return [f'model.name={cfg.model.name!r} cannot learn data.name={cfg.data.name!r} '
                 f'(task {spec.task}); it handles {", ".join(family.TASKS)}']
     problems = family.validate(cfg.model, spec) + downstream_eval.validate(cfg.eval, spec.task)
+    if cfg.optim.name == 'muon' and family.hidden_matrices(cfg.model) is None:
+        named = [n for n, f in models.FAMILIES.items() if f.hidden_matrices(f.default_config()) is not None]
+        problems.append(f"optim.name='muon': model.name={cfg.model.name!r} names no hidden matrices for Muon "
+                        f'to orthogonalise; families that do: {", ".join(named)}')
     for key in ('label_smoothing', 'z_loss'):  # both act on a softmax's logits
         if cfg.train[key] > 0 and spec.task not in tasks.LOGIT_TASKS:
             problems.append(f'train.{key}={cfg.train[key]}: needs logits (tasks {", ".join(tasks.LOGIT_TASKS)}); '

@@ -104,6 +104,7 @@ class Run:
     compile_s: float
     param_counts: dict
     model_state_size: int
+    optimizer_state_bytes: int  # the optimizer's moments and counters, all shards together
     flops_per_step: float
     tokens_per_step: int
     peak: flops.Peak | None
@@ -137,6 +138,8 @@ def setup(plan: plan_lib.Plan, workdir: Path, devices, is_main: bool) -> Run:
         progress=progress_lib.Progress(cfg.train.steps, 0, enabled=is_main),
         compile_s=built.compile_s, param_counts=param_counts,
         model_state_size=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state['model_state'])),
+        optimizer_state_bytes=sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+                                  for x in jax.tree.leaves(abstract_state['opt_state'])),
         flops_per_step=plan.flops_per_step, tokens_per_step=plan.tokens_per_step,
         peak=flops.total_peak(devices, cfg.train.compute_dtype),
         topology=dict(mesh=dict(cfg.mesh), num_devices=len(devices), num_processes=jax.process_count(),
@@ -277,7 +280,8 @@ def summarize(session: actions.Session, run: Run) -> dict:
     summary = dict(
         status=session.status, step=step, total_steps=session.total_steps,
         train_loss=last_train.get('loss'), **session.last_eval, **session.last_downstream,
-        params=counts, model_state_size=run.model_state_size, flops_per_step=run.flops_per_step,
+        params=counts, model_state_size=run.model_state_size, optimizer=run.cfg.optim.name,
+        optimizer_state_bytes=run.optimizer_state_bytes, flops_per_step=run.flops_per_step,
         flops=final['flops'], tokens_per_step=run.tokens_per_step, tokens=final['tokens'],
         scaling_flops=6.0 * counts['with_head'] * final['tokens'], flop_convention=flops.FLOP_CONVENTION,
         tokens_per_s=run_steps * run.tokens_per_step / step_s if step_s else None,  # over every logged interval

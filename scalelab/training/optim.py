@@ -1,4 +1,13 @@
-"""Optimizer and learning-rate schedule from config, built from optax parts."""
+"""Optimizer and learning-rate schedule from config, built from optax parts.
+
+Muon (optax.contrib.muon) orthogonalises the momentum of the hidden matrices the model
+family names (Family.hidden_matrices: attention and MLP kernels, each as (input axes,
+output axes), layers stacked by scan a batch axis); embeddings, the head, norms and
+biases take AdamW. Its updates carry optax's spectral width scaling,
+sqrt(max(1, fan_out / fan_in)), which keeps their spectral norm independent of width:
+muP's 1 / width multiplier on hidden learning rates is Adam's rule and does not apply,
+so under muP Muon keeps one learning rate (only the model's own multipliers change).
+"""
 from __future__ import annotations
 
 import math
@@ -13,8 +22,15 @@ from ml_collections import ConfigDict
 
 from scalelab.core import naming
 
-OPTIMIZERS = ('sgd', 'momentum', 'adagrad', 'rmsprop', 'adam', 'adamw')
+OPTIMIZERS = ('sgd', 'momentum', 'adagrad', 'rmsprop', 'adam', 'adamw', 'lion', 'adafactor', 'muon')
 SCHEDULES = ('constant', 'cosine', 'wsd')
+# The keys of an optimizer's own rule each one reads (all read the learning rate, its schedule,
+# weight_decay and grad_clip): one set away from its default for an optimizer that does not
+# read it is refused, as a setting that would silently do nothing.
+READS = {'sgd': (), 'momentum': ('momentum',), 'adagrad': ('eps',), 'rmsprop': ('b2', 'eps'),
+         'adam': ('b1', 'b2', 'eps'), 'adamw': ('b1', 'b2', 'eps'), 'lion': ('b1', 'b2'), 'adafactor': (),
+         'muon': ('momentum', 'b1', 'b2', 'eps')}
+DECOUPLED = ('adamw', 'lion', 'muon')  # weight decay times the learning rate; the others add it to the gradient
 
 
 def default_config() -> ConfigDict:
@@ -26,11 +42,11 @@ def default_config() -> ConfigDict:
         warmup_fraction=0.0,  # > 0: warmup_steps = round(this x train.steps), resolved with the duration
         decay_fraction=0.2,   # wsd: share of the run spent decaying
         min_lr_ratio=0.1,     # final learning rate / peak (cosine, wsd)
-        b1=0.9,
-        b2=0.95,
+        b1=0.9,               # adam, adamw, lion; muon's AdamW side
+        b2=0.95,              # adam, adamw, rmsprop (its decay), lion; muon's AdamW side
         eps=1e-8,
-        momentum=0.9,         # sgd with momentum ('momentum')
-        weight_decay=0.1,     # adamw: decoupled, times the learning rate; others: added to the gradient (L2)
+        momentum=0.9,         # sgd with momentum ('momentum'); muon's momentum on its matrices
+        weight_decay=0.1,     # adamw, lion, muon: decoupled, times the learning rate; others: added to the gradient (L2)
         independent_wd=False,  # True: decay by weight_decay * schedule / peak, apart from the learning rate
         grad_clip=1.0,        # global-norm clipping; 0: off
     ))
@@ -57,6 +73,13 @@ def validate(cfg: ConfigDict) -> list[str]:
             problems.append(f'optim.{key}={cfg[key]}: must be in [0, 1)')
     if not cfg.eps > 0:
         problems.append(f'optim.eps={cfg.eps}: must be positive')
+    if cfg.name in READS:
+        defaults = default_config()
+        for key in ('b1', 'b2', 'eps', 'momentum'):
+            if key not in READS[cfg.name] and cfg[key] != defaults[key]:
+                reads = ', '.join(READS[cfg.name]) or 'none of b1, b2, eps, momentum'
+                problems.append(f'optim.{key}={cfg[key]}: {cfg.name} does not use it (it reads {reads}); '
+                                f'leave it at its default, {defaults[key]}')
     return problems
 
 
@@ -108,14 +131,19 @@ def independent_decay(weight_decay: float, relative: optax.Schedule) -> optax.Gr
 
 
 def _optimizer(cfg: ConfigDict, lr: optax.Schedule, schedule_fn: optax.Schedule,
-               lr_scale: float = 1.0) -> optax.GradientTransformation:
+               lr_scale: float = 1.0, matrices: Callable | None = None) -> optax.GradientTransformation:
     """One optimizer at `lr` (a parameter group's: lr_scale times the schedule, muP).
     Decay coupled to the learning rate is scaled by 1 / lr_scale, as MuAdam does, so
     each group decays lr * weight_decay per step whatever its multiplier; independent
     decay follows the schedule's shape (schedule / peak) and needs no such correction."""
     decay = 0.0 if cfg.independent_wd else cfg.weight_decay / lr_scale
+    adamw = lambda: optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=decay, mask=decay_mask)
     if cfg.name == 'adamw':
-        base = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=decay, mask=decay_mask)
+        base = adamw()
+    elif cfg.name == 'lion':
+        base = optax.lion(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=decay, mask=decay_mask)
+    elif cfg.name == 'muon':
+        base = _muon(cfg, lr, decay, matrices, adamw())
     else:
         base = {
             'sgd': lambda: optax.sgd(lr),
@@ -123,6 +151,7 @@ def _optimizer(cfg: ConfigDict, lr: optax.Schedule, schedule_fn: optax.Schedule,
             'adagrad': lambda: optax.adagrad(lr, eps=cfg.eps),
             'rmsprop': lambda: optax.rmsprop(lr, decay=cfg.b2, eps=cfg.eps),
             'adam': lambda: optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+            'adafactor': lambda: optax.adafactor(lr),  # optax's defaults: factored beyond 128, relative step
         }[cfg.name]()
         if decay > 0:
             base = optax.chain(optax.add_decayed_weights(decay, mask=decay_mask), base)
@@ -132,19 +161,43 @@ def _optimizer(cfg: ConfigDict, lr: optax.Schedule, schedule_fn: optax.Schedule,
     return base
 
 
+def _muon(cfg: ConfigDict, lr: optax.Schedule, decay: float, matrices: Callable | None,
+          adamw: optax.GradientTransformation) -> optax.GradientTransformation:
+    """optax.contrib.muon on the parameters `matrices(name, ndim)` gives axes for, `adamw` on the rest."""
+    if matrices is None:
+        raise ValueError("optim.name='muon': the model names no hidden matrices (Family.hidden_matrices)")
+
+    def axes(name, ndim):
+        found = matrices(name, ndim)
+        return None if found is None else optax.contrib.MuonDimensionNumbers(*found)
+
+    def dimension_numbers(params):  # the muon part's leaves (the others are masked out)
+        return jax.tree.map(lambda name, p: axes(name, p.ndim), naming.names(params), params)
+
+    def labels(params):
+        return jax.tree.map(lambda name, p: 'adamw' if axes(name, p.ndim) is None else 'muon',
+                            naming.names(params), params)
+    hidden = optax.contrib.muon(lr, beta=cfg.momentum, eps=cfg.eps, weight_decay=decay,
+                                muon_weight_dimension_numbers=dimension_numbers)
+    return optax.partition({'muon': hidden, 'adamw': adamw}, labels)
+
+
 def make(cfg: ConfigDict, total_steps: int, *, groups: tuple[dict, Callable] | None = None,
-         freeze: str = '') -> tuple[optax.GradientTransformation, optax.Schedule]:
+         freeze: str = '', matrices: Callable | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optimizer and its learning-rate schedule.
 
     groups = ({group: learning-rate multiplier}, name -> group) gives parameter
-    groups their own rates (muP). Parameters whose names (core.naming.name, e.g.
-    'blocks.0.attn.q.kernel') match the regex `freeze` are not updated; their
-    gradients are zeroed before global-norm clipping.
+    groups their own rates (muP; Muon keeps one rate, see above). Parameters whose
+    names (core.naming.name, e.g. 'blocks.0.attn.q.kernel') match the regex `freeze`
+    are not updated; their gradients are zeroed before global-norm clipping.
+    matrices(name, ndim) -> (input axes, output axes) or None: Muon's hidden matrices.
     """
     lr = schedule(cfg, total_steps)
     clip = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
+    if cfg.name == 'muon':
+        groups = None
     if groups is None and not freeze:
-        return optax.chain(*clip, _optimizer(cfg, lr, lr)), lr
+        return optax.chain(*clip, _optimizer(cfg, lr, lr, matrices=matrices)), lr
     scales, group_of = groups or ({'all': 1.0}, lambda _: 'all')
     pattern = re.compile(freeze) if freeze else None
 
@@ -155,5 +208,5 @@ def make(cfg: ConfigDict, total_steps: int, *, groups: tuple[dict, Callable] | N
                                          **{g: optax.identity() for g in scales}}, labels)
     per_group = optax.multi_transform(
         {'frozen': optax.set_to_zero(),
-         **{g: _optimizer(cfg, lambda step, s=s: lr(step) * s, lr, s) for g, s in scales.items()}}, labels)
+         **{g: _optimizer(cfg, lambda step, s=s: lr(step) * s, lr, s, matrices) for g, s in scales.items()}}, labels)
     return optax.chain(zero_frozen, *clip, per_group), lr

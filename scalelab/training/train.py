@@ -57,10 +57,15 @@ def state_shardings(abstract_state: TrainState, abstract_params: nnx.State, abst
     params = parallel.variable_shardings(abstract_params, mesh)
     replicated = parallel.replicated(mesh)
     # Parameters an optimizer leaves out (frozen, or another group's) hold a MaskedNode: keep it.
+    # A statistic in a parameter's place but not of its shape (Adafactor's row and column
+    # means, its placeholders) is small: replicated.
+    def like_param(leaf, sharding, param):
+        if isinstance(leaf, optax.MaskedNode):
+            return leaf
+        return parallel.split_over_data(sharding, leaf.shape) if leaf.shape == param.shape else replicated
     opt_state = optax.tree_map_params(
-        tx, lambda leaf, sharding: (leaf if isinstance(leaf, optax.MaskedNode)
-                                    else parallel.split_over_data(sharding, leaf.shape)),
-        abstract_state['opt_state'], params, transform_non_params=lambda _: replicated,
+        tx, like_param, abstract_state['opt_state'], params, abstract_state['params'],
+        transform_non_params=lambda _: replicated,
         is_leaf=lambda x: isinstance(x, (NamedSharding, optax.MaskedNode)))
     return {'step': replicated, 'params': params,
             'model_state': parallel.variable_shardings(abstract_rest, mesh), 'opt_state': opt_state}
@@ -78,7 +83,8 @@ class Setup:
 def setup(plan, mesh: jax.sharding.Mesh) -> Setup:
     """Optimizer, abstract state and its shardings for a plan (scalelab.plan)."""
     cfg, data_spec = plan.cfg, plan.spec
-    tx, lr = optim.make(cfg.optim, cfg.train.steps, groups=models.lr_groups(cfg.model), freeze=cfg.train.freeze)
+    tx, lr = optim.make(cfg.optim, cfg.train.steps, groups=models.lr_groups(cfg.model), freeze=cfg.train.freeze,
+                        matrices=models.hidden_matrices(cfg.model))
     graphdef, abstract_params, abstract_rest = models.split_abstract(cfg.model, data_spec)
     init = functools.partial(init_state, cfg.model, data_spec, cfg.seed, tx)
     abstract_state = jax.eval_shape(init)

@@ -1,0 +1,113 @@
+"""Lion, Adafactor and Muon in real runs: the same losses on every mesh as on one device, a
+resume bit-exact, their state counted in the summary, Muon's split of the transformer and
+its muP rule, and the configs they refuse. Their update rules: test_optim.py."""
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from scalelab import models
+from scalelab.core import naming, parallel, weights
+from scalelab.core.errors import ConfigError
+from scalelab.training import config, loop, plan, train
+from tests.helpers import losses, tiny_lm
+from tests.test_families import small
+
+NEW = ('lion', 'adafactor', 'muon')
+# Lion's sign steps are full-size; Adafactor's are relative to each parameter's RMS
+RATES = {'adamw': 3e-3, 'lion': 1e-3, 'adafactor': 3e-2, 'muon': 3e-3}
+MESHES = {'single': ((1, 1, 1), 1), 'mixed222': ((2, 2, 2), 8), 'tensor8': ((1, 1, 8), 8)}
+
+
+def cfg_for(name, steps=20, mesh=(1, 1, 1), **overrides):
+    cfg = tiny_lm(**{'model.n_heads': 8, 'optim.name': name, 'optim.learning_rate': RATES[name],
+                     'train.steps': steps, **overrides})
+    cfg.mesh.update(data=mesh[0], fsdp=mesh[1], tensor=mesh[2])
+    return cfg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', NEW)
+def test_every_mesh_trains_as_one_device(tmp_path, name):
+    runs = {}
+    for mesh, (shape, n_devices) in MESHES.items():
+        runs[mesh] = tmp_path / mesh
+        summary = loop.run(cfg_for(name, mesh=shape), runs[mesh], devices=jax.devices()[:n_devices])
+    reference = np.array(losses(runs['single']))
+    assert reference[-1] < reference[0] - 0.3  # it learns
+    assert summary['optimizer'] == name
+    for mesh, workdir in runs.items():
+        np.testing.assert_allclose(losses(workdir), reference, atol=2e-5, rtol=0, err_msg=mesh)
+        jax.tree.map(functools.partial(np.testing.assert_allclose, atol=5e-5, rtol=0, err_msg=mesh),
+                     weights.load_params_flat(workdir), weights.load_params_flat(runs['single']))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', NEW)
+def test_a_resumed_run_is_bit_exact(tmp_path, name):
+    """10 steps, then resumed to 20 (a constant schedule may be extended), against 20 at once."""
+    constant = {'optim.schedule': 'constant'}
+    loop.run(cfg_for(name, 10, **constant), tmp_path / 'resumed', devices=jax.devices()[:1])
+    loop.run(cfg_for(name, 20, **constant), tmp_path / 'resumed', devices=jax.devices()[:1])
+    loop.run(cfg_for(name, 20, **constant), tmp_path / 'once', devices=jax.devices()[:1])
+    np.testing.assert_array_equal(losses(tmp_path / 'resumed'), losses(tmp_path / 'once'))
+    jax.tree.map(np.testing.assert_array_equal, weights.load_params_flat(tmp_path / 'resumed'),
+                 weights.load_params_flat(tmp_path / 'once'))
+
+
+def state_bytes(name):
+    """(parameter name -> shape, the optimizer state's bytes) of the tiny LM under `name`."""
+    the_plan = plan.make(cfg_for(name), 1)
+    abstract = train.setup(the_plan, parallel.make_mesh(the_plan.cfg.mesh, jax.devices()[:1])).abstract_state
+    shapes = {naming.name(path): leaf.shape for path, leaf in jax.tree_util.tree_flatten_with_path(abstract['params'])[0]}
+    return shapes, sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(abstract['opt_state']))
+
+
+def test_optimizer_state_is_counted_by_hand(tmp_path):
+    """AdamW keeps two float32 moments per parameter, Lion one, Muon one for its matrices and
+    two (AdamW's) for the rest; Adafactor one per parameter below 128 x 128. Each also holds
+    step counters (and Muon its 3 Newton-Schulz coefficients): under 64 bytes."""
+    shapes, adamw = state_bytes('adamw')
+    sizes = {n: int(np.prod(shape)) for n, shape in shapes.items()}
+    total = sum(sizes.values())
+    matrices = models.hidden_matrices(tiny_lm().model)
+    hidden = sum(size for n, size in sizes.items() if matrices(n, len(shapes[n])) is not None)
+    assert 0 < hidden < total
+    moments = {'adamw': 8 * total, 'lion': 4 * total, 'muon': 4 * hidden + 8 * (total - hidden),
+               'adafactor': 4 * total + 8 * len(sizes)}  # its unused row and column statistics: one float each
+    for name, expected in moments.items():
+        counted = adamw if name == 'adamw' else state_bytes(name)[1]
+        assert 0 <= counted - expected < 64, (name, counted, expected)
+    summary = loop.run(cfg_for('muon', 2), tmp_path / 'muon', devices=jax.devices()[:1])
+    assert summary['optimizer'] == 'muon' and summary['optimizer_state_bytes'] == state_bytes('muon')[1]
+
+
+def test_muon_takes_the_transformers_hidden_matrices_with_their_axes():
+    matrices = models.hidden_matrices(config.resolve(tiny_lm(**{'model.scan_layers': True}), 1).model)
+    assert matrices('blocks.attn.q.kernel', 4) == ((1,), (2, 3))    # (layers, d_model, heads, head_dim)
+    assert matrices('blocks.attn.o.kernel', 4) == ((1, 2), (3,))    # (layers, heads, head_dim, d_model)
+    assert matrices('blocks.mlp.up.kernel', 3) == ((1,), (2,))
+    assert matrices('blocks.0.mlp.down.kernel', 2) == ((0,), (1,))
+    for other in ('embed.embedding', 'head.kernel', 'final_norm.scale', 'blocks.attn_norm.scale'):
+        assert matrices(other, 2) is None
+    for name in ('mlp', 'cnn', 'resnet', 'lstm', 'seq2seq'):  # none names its hidden matrices yet
+        assert models.hidden_matrices(models.family(name).default_config()) is None
+
+
+@pytest.mark.slow
+def test_muon_under_mup_at_its_base_width_is_the_standard_run(tmp_path):
+    """Muon's spectral scaling needs no muP learning-rate groups: at the base width muP's
+    multipliers are all 1, so the two runs are one."""
+    untied = {'model.tie_embeddings': False, 'model.d_ff': 0}
+    base = {'model.parametrization': 'mup', 'model.mup_base_width': 32, **untied}
+    loop.run(cfg_for('muon', 5, **base), tmp_path / 'mup', devices=jax.devices()[:1])
+    loop.run(cfg_for('muon', 5, **untied), tmp_path / 'standard', devices=jax.devices()[:1])
+    np.testing.assert_array_equal(losses(tmp_path / 'mup'), losses(tmp_path / 'standard'))
+
+
+def test_muon_on_a_model_without_hidden_matrices_is_refused():
+    cfg = small('mlp', **{'optim.name': 'muon'})
+    with pytest.raises(ConfigError, match="optim.name='muon': model.name='mlp' names no hidden matrices for Muon "
+                                          'to orthogonalise; families that do: transformer'):
+        config.resolve(cfg, 1)
