@@ -100,7 +100,8 @@ class Reference:
     def __init__(self, name, params, *, scale=lambda n: 1.0, frozen=lambda n: False, independent=False):
         self.name, self.scale, self.frozen, self.independent = name, scale, frozen, independent
         self.state = {k: dict(m=np.zeros_like(p), v=np.zeros_like(p), t=np.zeros_like(p),
-                              acc=np.full_like(p, 0.1)) for k, p in params.items()}
+                              acc=np.full_like(p, 0.1), z=p.copy()) for k, p in params.items()}
+        self.max_lr = self.weight_sum = 0.0  # schedule-free's, shared by every parameter
 
     def step(self, step, params, grads):
         h = HYPER
@@ -109,6 +110,10 @@ class Reference:
         norm = np.sqrt(sum(np.sum(g ** 2) for g in grads.values()))
         grads = {k: g * min(1.0, h['grad_clip'] / norm) for k, g in grads.items()}
         out = {}
+        if self.name == 'schedule_free_adamw':  # the average's weight: lr_max^2 over the sum so far
+            self.max_lr = max(self.max_lr, reference_lr(step + 1))  # its step count starts at 1 (optax)
+            self.weight_sum += self.max_lr ** 2
+            average_weight = self.max_lr ** 2 / self.weight_sum if self.weight_sum > 0 else 0.0
         for k, p in params.items():
             if self.frozen(k):
                 out[k] = p
@@ -144,6 +149,13 @@ class Reference:
                 nesterov = beta * s['m'] / (1 - beta ** (n + 1)) + (1 - beta) * g / (1 - beta ** n)
                 fan_in, fan_out = p.shape
                 u = -lr * (newton_schulz(nesterov) * np.sqrt(max(1.0, fan_out / fan_in)) + wd * p)
+            elif self.name == 'schedule_free_adamw':  # AdamW without momentum steps z; y between x and z
+                s['v'] = h['b2'] * s['v'] + (1 - h['b2']) * g ** 2
+                z_step = -lr * (g / (np.sqrt(s['v'] / (1 - h['b2'] ** n)) + h['eps']) + wd * p)
+                x = (p - (1 - h['b1']) * s['z']) / h['b1']
+                s['z'] = s['z'] + z_step
+                x = (1 - average_weight) * x + average_weight * s['z']
+                u = h['b1'] * x + (1 - h['b1']) * s['z'] - p
             else:  # adam, adamw; muon's AdamW side
                 s['m'] = h['b1'] * s['m'] + (1 - h['b1']) * g
                 s['v'] = h['b2'] * s['v'] + (1 - h['b2']) * g ** 2
@@ -175,7 +187,7 @@ def newton_schulz(x, coefficients=(3.4445, -4.775, 2.0315), steps=5):
     return x.T if tall else x
 
 
-def run_both(name, steps=4, groups=None, freeze='', **reference_kw):
+def run_both(name, steps=4, groups=None, freeze='', with_states=False, **reference_kw):
     rng = np.random.default_rng(0)
     params64 = {'kernel': rng.normal(size=(3, 4)), 'bias': rng.normal(size=4), 'norm.scale': 1 + rng.normal(size=4),
                 'head.kernel': rng.normal(size=(4, 2))}
@@ -192,6 +204,8 @@ def run_both(name, steps=4, groups=None, freeze='', **reference_kw):
         updates, state = tx.update(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), nested(grads64)), state, params)
         params = optax.apply_updates(params, updates)
         params64 = reference.step(step, params64, grads64)
+    if with_states:
+        return params, nested(params64), state, reference
     return params, nested(params64)
 
 
@@ -260,7 +274,8 @@ def test_schedule_edges_by_hand():
     with pytest.raises(ValueError, match=r"optim.schedule='linear': not one of constant, cosine, wsd"):
         optim.schedule(cfg(schedule='linear'), 10)
     assert optim.validate(cfg(name='lamb', schedule='linear')) == [
-        "optim.name='lamb': not one of sgd, momentum, adagrad, rmsprop, adam, adamw, lion, adafactor, muon",
+        "optim.name='lamb': not one of sgd, momentum, adagrad, rmsprop, adam, adamw, lion, adafactor, muon, "
+        "schedule_free_adamw",
         "optim.schedule='linear': not one of constant, cosine, wsd"]
 
 
@@ -321,3 +336,17 @@ def test_muon_keeps_one_rate_under_mup_groups():
     grouped, _ = run_both('muon', groups=groups)
     plain, _ = run_both('muon')
     jax.tree.map(np.testing.assert_array_equal, grouped, plain)
+
+
+def test_schedule_free_evaluates_the_average_of_its_iterates():
+    """x = (y - (1 - b1) z) / b1: the point schedule-free AdamW evaluates, by hand, after warmup
+    and a cosine (the reference follows the schedule it is given)."""
+    ours, reference_y, state, reference = run_both('schedule_free_adamw', with_states=True)
+    evaluated = optim.eval_params(state, ours)
+    b1 = HYPER['b1']
+    for key, y in (('kernel', reference_y['kernel']), ('bias', reference_y['bias'])):
+        x = (y - (1 - b1) * reference.state[key]['z']) / b1
+        np.testing.assert_allclose(np.asarray(evaluated[key], np.float64), x, rtol=2e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(evaluated['kernel']), np.asarray(ours['kernel']))  # x is not y
+    plain, _, adamw_state, _ = run_both('adamw', with_states=True)
+    assert optim.eval_params(adamw_state, plain) is plain  # other optimizers evaluate what they train

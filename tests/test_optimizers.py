@@ -1,6 +1,7 @@
-"""Lion, Adafactor and Muon in real runs: the same losses on every mesh as on one device, a
-resume bit-exact, their state counted in the summary, Muon's split of the transformer and
-its muP rule, and the configs they refuse. Their update rules: test_optim.py."""
+"""Lion, Adafactor, Muon and schedule-free AdamW in real runs: the same losses on every mesh
+as on one device, a resume bit-exact, their state counted in the summary, Muon's split of
+the transformer and its muP rule, schedule-free's evaluated and deployed average, and the
+configs they refuse. Their update rules: test_optim.py."""
 import functools
 
 import jax
@@ -14,15 +15,16 @@ from scalelab.training import config, loop, plan, train
 from tests.helpers import losses, tiny_lm
 from tests.test_families import small
 
-NEW = ('lion', 'adafactor', 'muon')
+NEW = ('lion', 'adafactor', 'muon', 'schedule_free_adamw')
 # Lion's sign steps are full-size; Adafactor's are relative to each parameter's RMS
-RATES = {'adamw': 3e-3, 'lion': 1e-3, 'adafactor': 3e-2, 'muon': 3e-3}
-MESHES = {'single': ((1, 1, 1), 1), 'mixed222': ((2, 2, 2), 8), 'tensor8': ((1, 1, 8), 8)}
+RATES = {'adamw': 3e-3, 'lion': 1e-3, 'adafactor': 3e-2, 'muon': 3e-3, 'schedule_free_adamw': 3e-3}
+MESHES = {'single': ((1, 1, 1), 1), 'mixed222': ((2, 2, 2), 8)}  # data, fsdp and tensor at once
 
 
 def cfg_for(name, steps=20, mesh=(1, 1, 1), **overrides):
+    constant = {'optim.schedule': 'constant'} if name == 'schedule_free_adamw' else {}  # it averages instead
     cfg = tiny_lm(**{'model.n_heads': 8, 'optim.name': name, 'optim.learning_rate': RATES[name],
-                     'train.steps': steps, **overrides})
+                     'train.steps': steps, **constant, **overrides})
     cfg.mesh.update(data=mesh[0], fsdp=mesh[1], tensor=mesh[2])
     return cfg
 
@@ -75,7 +77,8 @@ def test_optimizer_state_is_counted_by_hand(tmp_path):
     hidden = sum(size for n, size in sizes.items() if matrices(n, len(shapes[n])) is not None)
     assert 0 < hidden < total
     moments = {'adamw': 8 * total, 'lion': 4 * total, 'muon': 4 * hidden + 8 * (total - hidden),
-               'adafactor': 4 * total + 8 * len(sizes)}  # its unused row and column statistics: one float each
+               'adafactor': 4 * total + 8 * len(sizes),  # its unused row and column statistics: one float each
+               'schedule_free_adamw': 8 * total}  # the second moment and z
     for name, expected in moments.items():
         counted = adamw if name == 'adamw' else state_bytes(name)[1]
         assert 0 <= counted - expected < 64, (name, counted, expected)
@@ -111,3 +114,37 @@ def test_muon_on_a_model_without_hidden_matrices_is_refused():
     with pytest.raises(ConfigError, match="optim.name='muon': model.name='mlp' names no hidden matrices for Muon "
                                           'to orthogonalise; families that do: transformer'):
         config.resolve(cfg, 1)
+
+
+@pytest.mark.slow
+def test_schedule_free_evaluates_and_deploys_its_average(tmp_path):
+    """The checkpoint's deployable parameters are x = (y - (1 - b1) z) / b1, by hand from its
+    raw state; the run's own evaluation scored x, as a loaded model scores it, not y."""
+    import orbax.checkpoint as ocp
+
+    from scalelab import data
+    from scalelab.use import evaluate, inference
+    cfg = cfg_for('schedule_free_adamw', 8)
+    summary = loop.run(cfg, tmp_path / 'sf', devices=jax.devices()[:1])
+    raw = ocp.StandardCheckpointer().restore((tmp_path / 'sf' / 'checkpoints' / '8' / 'state').absolute())
+    schedule_free = raw['opt_state'][1]  # after the clipping's empty state
+    b1 = float(schedule_free['b1'])
+    y, z = naming.flatten(raw['params']), naming.flatten(schedule_free['z'])
+    deployed = weights.load_params_flat(tmp_path / 'sf')
+    for key in y:
+        np.testing.assert_allclose(deployed[key], (y[key] - (1 - b1) * z[key]) / b1, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(deployed['embed.embedding'], y['embed.embedding'])
+    lm = inference.load(tmp_path / 'sf')
+    source = data.load(plan.make(cfg, 1).cfg.data, cfg.train.global_batch, cfg.seed)
+    batches = [source.eval_batch(i, slice(0, cfg.train.global_batch)) for i in range(source.eval_batches())]
+    loss_sum, count = evaluate.score(lm, batches)
+    assert loss_sum / count == pytest.approx(summary['eval_loss'], rel=1e-5)
+
+
+def test_schedule_free_refuses_a_decaying_schedule_and_parameter_groups():
+    with pytest.raises(ConfigError, match=r"optim.schedule='cosine': schedule_free_adamw replaces the decay"):
+        config.resolve(tiny_lm(**{'optim.name': 'schedule_free_adamw'}), 1)
+    with pytest.raises(ConfigError, match=r"optim.name='schedule_free_adamw' with train.freeze='\^embed': each "
+                                          r'parameter group would average apart'):
+        config.resolve(tiny_lm(**{'optim.name': 'schedule_free_adamw', 'optim.schedule': 'constant',
+                                  'train.freeze': '^embed'}), 1)

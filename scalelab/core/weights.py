@@ -87,4 +87,24 @@ def load_params_flat(source: str | Path) -> dict[str, np.ndarray]:
     # The handler reads the item's own metadata (the checkpointer would look for a step-level file there)
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated),
                           ocp.StandardCheckpointHandler().metadata(state_dir).tree)
-    return flatten(checkpointer.restore(state_dir, target)['params'])
+    return flatten(deployable(checkpointer.restore(state_dir, target)))
+
+
+def deployable(state: dict):
+    """A restored checkpoint's parameters as its run evaluated them: under schedule-free
+    training (an optimizer state holding its iterate average's z and b1) the average,
+    optax.contrib.schedule_free_eval_params; otherwise the trained parameters."""
+    import types
+
+    import optax
+
+    def nodes(tree):
+        yield tree
+        children = tree.values() if isinstance(tree, dict) else tree if isinstance(tree, (list, tuple)) else ()
+        for child in children:
+            yield from nodes(child)
+    found = [n for n in nodes(state.get('opt_state')) if isinstance(n, dict) and {'z', 'b1'} <= n.keys()]
+    if not found:
+        return state['params']
+    return optax.contrib.schedule_free_eval_params(types.SimpleNamespace(b1=found[0]['b1'], z=found[0]['z']),
+                                                   state['params'])

@@ -248,6 +248,11 @@ def _model_problems(cfg: ConfigDict, spec) -> list[str]:
         return [f'model.name={cfg.model.name!r} cannot learn data.name={cfg.data.name!r} '
                 f'(task {spec.task}); it handles {", ".join(family.TASKS)}']
     problems = family.validate(cfg.model, spec) + downstream_eval.validate(cfg.eval, spec.task)
+    if cfg.optim.name == 'schedule_free_adamw' and (family.lr_groups(cfg.model) is not None or cfg.train.freeze):
+        what = (f'train.freeze={cfg.train.freeze!r}' if cfg.train.freeze
+                else f'model.parametrization={cfg.model.parametrization!r} (its learning-rate groups)')
+        problems.append(f"optim.name='schedule_free_adamw' with {what}: each parameter group would average "
+                        'apart, which scalelab does not support; use adamw')
     if cfg.optim.name == 'muon' and family.hidden_matrices(cfg.model) is None:
         named = [n for n, f in models.FAMILIES.items() if f.hidden_matrices(f.default_config()) is not None]
         problems.append(f"optim.name='muon': model.name={cfg.model.name!r} names no hidden matrices for Muon "

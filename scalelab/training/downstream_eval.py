@@ -13,6 +13,7 @@ from ml_collections import ConfigDict
 
 from scalelab.core import downstream, parallel
 from scalelab.data import olmo_eval, pipeline
+from scalelab.training import optim
 
 PREFIX = 'downstream/'
 
@@ -69,7 +70,8 @@ def scorer(eval_cfg, tokenizer, graphdef, mesh: jax.sharding.Mesh, rows: slice, 
     put = lambda arrays: pipeline.to_global(mesh, {k: v[rows] for k, v in arrays.items()}, batch)
 
     def score(state: dict) -> dict[str, float]:
-        forward = lambda arrays: logprobs(state['params'], state['model_state'], arrays)
+        params = optim.eval_params(state['opt_state'], state['params'])  # schedule-free: its average
+        forward = lambda arrays: logprobs(params, state['model_state'], arrays)
         record = {}
         for task, pairs in zip(tasks, encoded):
             sums = downstream.loglikelihoods(forward, pairs, context, batch, put)

@@ -22,7 +22,7 @@ from scalelab.core import checkpoint, files, stop, tasks, weights
 from scalelab.core.errors import ConfigError
 from scalelab.data import pipeline
 from scalelab.science import flops
-from scalelab.training import (actions, config, diagnostics, downstream_eval, metrics, train, translation_eval,
+from scalelab.training import (actions, config, diagnostics, downstream_eval, metrics, optim, train, translation_eval,
                                writers)
 from scalelab import data as data_lib
 from scalelab.core import progress as progress_lib
@@ -253,15 +253,17 @@ def evaluate_run(run: Run, state: dict) -> dict:
     """The run's evaluation: the task's metrics over the fixed evaluation set, summed over
     batches then averaged (a translation run's decoded translations scored too)."""
     batch_size = run.cfg.train.global_batch
+    params = jax.device_put(optim.eval_params(state['opt_state'], state['params']),  # schedule-free: its average
+                            run.prepared.shardings['params'])  # as the compiled evaluation takes them
     per_batch = jax.device_get([
-        run.eval_fn(state['params'], state['model_state'],
+        run.eval_fn(params, state['model_state'],
                     pipeline.to_global(run.mesh, run.source.eval_batch(i, run.rows), batch_size))
         for i in range(run.source.eval_batches())])
     sums = {key: sum(float(b[key]) for b in per_batch) for key in per_batch[0]}
     metrics = tasks.summarize(run.prepared.spec.task, sums, run.source.bytes_per_token)
     if run.prepared.spec.task == 'seq2seq':  # what translations are scored by: decode the evaluation sources
         metrics.update(translation_eval.evaluate_translations(
-            run.source, run.rows, run.mesh, run.cfg, run.prepared.spec.graphdef, state['params'],
+            run.source, run.rows, run.mesh, run.cfg, run.prepared.spec.graphdef, params,
             state['model_state']))
     return metrics
 

@@ -7,6 +7,11 @@ biases take AdamW. Its updates carry optax's spectral width scaling,
 sqrt(max(1, fan_out / fan_in)), which keeps their spectral norm independent of width:
 muP's 1 / width multiplier on hidden learning rates is Adam's rule and does not apply,
 so under muP Muon keeps one learning rate (only the model's own multipliers change).
+
+Schedule-free AdamW (Defazio et al. 2024; optax.contrib.schedule_free over AdamW without
+momentum, as optax.contrib.schedule_free_adamw builds it, with the decay mask) trains at a
+constant rate after warmup and evaluates an average of its iterates: eval_params gives the
+parameters a run evaluates, scores and deploys.
 """
 from __future__ import annotations
 
@@ -22,15 +27,16 @@ from ml_collections import ConfigDict
 
 from scalelab.core import naming
 
-OPTIMIZERS = ('sgd', 'momentum', 'adagrad', 'rmsprop', 'adam', 'adamw', 'lion', 'adafactor', 'muon')
+OPTIMIZERS = ('sgd', 'momentum', 'adagrad', 'rmsprop', 'adam', 'adamw', 'lion', 'adafactor', 'muon',
+              'schedule_free_adamw')
 SCHEDULES = ('constant', 'cosine', 'wsd')
 # The keys of an optimizer's own rule each one reads (all read the learning rate, its schedule,
 # weight_decay and grad_clip): one set away from its default for an optimizer that does not
 # read it is refused, as a setting that would silently do nothing.
 READS = {'sgd': (), 'momentum': ('momentum',), 'adagrad': ('eps',), 'rmsprop': ('b2', 'eps'),
          'adam': ('b1', 'b2', 'eps'), 'adamw': ('b1', 'b2', 'eps'), 'lion': ('b1', 'b2'), 'adafactor': (),
-         'muon': ('momentum', 'b1', 'b2', 'eps')}
-DECOUPLED = ('adamw', 'lion', 'muon')  # weight decay times the learning rate; the others add it to the gradient
+         'muon': ('momentum', 'b1', 'b2', 'eps'), 'schedule_free_adamw': ('b1', 'b2', 'eps')}
+DECOUPLED = ('adamw', 'lion', 'muon', 'schedule_free_adamw')  # weight decay times the learning rate; the others add it to the gradient
 
 
 def default_config() -> ConfigDict:
@@ -73,6 +79,9 @@ def validate(cfg: ConfigDict) -> list[str]:
             problems.append(f'optim.{key}={cfg[key]}: must be in [0, 1)')
     if not cfg.eps > 0:
         problems.append(f'optim.eps={cfg.eps}: must be positive')
+    if cfg.name == 'schedule_free_adamw' and cfg.schedule != 'constant':
+        problems.append(f'optim.schedule={cfg.schedule!r}: schedule_free_adamw replaces the decay by averaging; '
+                        "use 'constant' (its warmup is optim.warmup_steps)")
     if cfg.name in READS:
         defaults = default_config()
         for key in ('b1', 'b2', 'eps', 'momentum'):
@@ -144,6 +153,11 @@ def _optimizer(cfg: ConfigDict, lr: optax.Schedule, schedule_fn: optax.Schedule,
         base = optax.lion(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=decay, mask=decay_mask)
     elif cfg.name == 'muon':
         base = _muon(cfg, lr, decay, matrices, adamw())
+    elif cfg.name == 'schedule_free_adamw':
+        base = optax.contrib.schedule_free(optax.chain(
+            optax.scale_by_rms(decay=cfg.b2, eps=cfg.eps, eps_in_sqrt=False, bias_correction=True),
+            optax.add_decayed_weights(decay, mask=decay_mask), optax.scale_by_learning_rate(lr)),
+            learning_rate=lr, b1=cfg.b1)
     else:
         base = {
             'sgd': lambda: optax.sgd(lr),
@@ -210,3 +224,17 @@ def make(cfg: ConfigDict, total_steps: int, *, groups: tuple[dict, Callable] | N
         {'frozen': optax.set_to_zero(),
          **{g: _optimizer(cfg, lambda step, s=s: lr(step) * s, lr, s, matrices) for g, s in scales.items()}}, labels)
     return optax.chain(zero_frozen, *clip, per_group), lr
+
+
+def _schedule_free(node) -> bool:
+    return isinstance(node, optax.contrib.ScheduleFreeState)
+
+
+def eval_params(opt_state, params):
+    """What a run evaluates, scores and deploys: schedule-free's average of its iterates
+    (optax.contrib.schedule_free_eval_params) under schedule_free_adamw; the trained
+    parameters themselves under every other optimizer."""
+    found = [node for node in jax.tree.leaves(opt_state, is_leaf=_schedule_free) if _schedule_free(node)]
+    if len(found) > 1:  # config.validate refuses groups and freezing with it
+        raise ValueError('schedule_free_adamw with parameter groups: each group averages apart; not supported')
+    return optax.contrib.schedule_free_eval_params(found[0], params) if found else params
