@@ -10,7 +10,8 @@ on the same machine in the same run (and the vendor peak, where known).
 It also reports: compile time with scan_layers at 32 vs 4 layers, data
 parallelism on all devices vs one, the training loop's overhead over the
 bare step, and what the diagnostics (log.norms: per-layer-group norms of
-params, grads and updates) cost the default model's step (lm_stdlib.py). Prints a table and writes benchmarks/results/<host>.json.
+params, grads and updates; log.noise_scale beside the same 4 microbatches without it)
+cost the default model's step (lm_stdlib.py). Prints a table and writes benchmarks/results/<host>.json.
 """
 from __future__ import annotations
 
@@ -156,18 +157,22 @@ def diagnostics_overhead(args, devices) -> dict:
     spec = importlib.util.spec_from_file_location('experiment', REPO / args.diag_config)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    modes = {'none': ('none', False), 'global': ('global', False), 'groups': ('groups', False),
-             'default': ('groups', True)}
+    # mode: (log.norms, log.logit_stats, train.microbatches, log.noise_scale)
+    modes = {'none': ('none', False, 1, False), 'global': ('global', False, 1, False),
+             'groups': ('groups', False, 1, False), 'default': ('groups', True, 1, False),
+             'micro4': ('groups', True, 4, False), 'micro4_noise_scale': ('groups', True, 4, True)}
     configs = []
-    for norms, logit_stats in modes.values():
+    for norms, logit_stats, microbatches, noise_scale in modes.values():
         cfg = module.get_config('tiny') if args.quick else module.get_config()
-        cfg.log.update(norms=norms, logit_stats=logit_stats)
+        cfg.log.update(norms=norms, logit_stats=logit_stats, noise_scale=noise_scale)
+        cfg.train.microbatches = microbatches
         configs.append(cfg)
     results = measure_alternating([CompiledStep(cfg, devices) for cfg in configs], args.steps)
     out = {'config': args.diag_config, 'd_model': results[0]['d_model'], 'n_layers': results[0]['n_layers'],
            **{f'{mode}_step_ms': r['step_ms'] for mode, r in zip(modes, results)}}
-    for mode in list(modes)[1:]:
+    for mode in ('global', 'groups', 'default', 'micro4'):
         out[f'{mode}_overhead'] = out[f'{mode}_step_ms'] / out['none_step_ms'] - 1
+    out['noise_scale_overhead'] = out['micro4_noise_scale_step_ms'] / out['micro4_step_ms'] - 1  # beside micro4
     return out
 
 
@@ -176,7 +181,8 @@ def report_diagnostics(args, devices) -> dict:
     print(f'diagnostics at {diag["config"]} ({diag["d_model"]}x{diag["n_layers"]}): step '
           f'{diag["none_step_ms"]:.1f} ms without norms, global {100 * diag["global_overhead"]:+.2f}%, '
           f'per layer group {100 * diag["groups_overhead"]:+.2f}%, and with the logit statistics (the default) '
-          f'{100 * diag["default_overhead"]:+.2f}%', flush=True)
+          f'{100 * diag["default_overhead"]:+.2f}%; the gradient noise scale over 4 microbatches '
+          f'{100 * diag["noise_scale_overhead"]:+.2f}% beside 4 microbatches without it', flush=True)
     return diag
 
 

@@ -21,7 +21,9 @@ def test_step_throughput_quick_run_writes_results(tmp_path):
     row = result['shapes'][0]
     assert row['tokens_per_s'] > 0 and 0 < row['mfu'] and row['compile_s'] > 0
     assert result['compile_time']['scan_ratio'] > 0 and 'MFU' in done.stdout
-    assert all(result['diagnostics'][f'{mode}_step_ms'] > 0 for mode in ('none', 'global', 'groups', 'default'))
+    assert all(result['diagnostics'][f'{mode}_step_ms'] > 0
+               for mode in ('none', 'global', 'groups', 'default', 'micro4', 'micro4_noise_scale'))
+    assert 'the gradient noise scale over 4 microbatches' in done.stdout
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from scalelab.core import checkpoint
-from scalelab.training import diagnostics, metrics
+from scalelab.training import diagnostics, metrics, noise_scale
 from scalelab.core import progress as progress_lib
 from scalelab.training import writers as writers_lib
 
@@ -105,9 +105,10 @@ class LogTrain:
     grad norm, throughput, MFU, the last step's norms, loss spikes) to every writer."""
 
     def __init__(self, every: int, tokens_per_step: int, flops_per_step: float, peak: float | None,
-                 spikes: diagnostics.LossSpikes):
+                 spikes: diagnostics.LossSpikes, batches: tuple[int, int] = (1, 1)):
         self.every, self.tokens_per_step, self.flops_per_step, self.peak = every, tokens_per_step, flops_per_step, peak
         self.spikes = spikes
+        self.batches = batches  # (global batch, microbatches): the two batch sizes of the noise scale
 
     def due(self, s: Session) -> bool:
         return s.step % self.every == 0 or s.step == s.total_steps
@@ -133,6 +134,7 @@ class LogTrain:
             'loss_z': loss_z,
             'loss_spikes': spikes,
             **logit_stats(values),
+            **noise_scale.interval(values, *self.batches),
             **norms,
         }
         s.writers.write(record)

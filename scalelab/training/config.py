@@ -48,6 +48,8 @@ def base_config(model: str = 'transformer', data: str | None = None) -> ConfigDi
         eval_every=200,       # 0: evaluate only at the end (the evaluation set's size is a data key)
         evals=0,              # > 0: this many evaluations spread evenly, the last at the end (sets eval_every)
         init_from='',         # fine-tune: a run workdir, a checkpoint directory or a .safetensors file
+        decay_from='',        # a decay branch: the workdir of a constant-rate run (the trunk) to branch from
+        decay_start=0,        # ... at this step, one of the trunk's checkpoints (branches.py)
         freeze='',            # regex of parameter names (as in export.py) kept fixed, e.g. '^embed\\.'
         z_loss=0.0,           # weight of mean log(Z)^2 added to the loss (tasks.z_loss; PaLM used 1e-4)
         label_smoothing=0.0,  # in [0, 1): the labels' share spread uniformly over the outputs (Vaswani et al.: 0.1)
@@ -61,6 +63,7 @@ def base_config(model: str = 'transformer', data: str | None = None) -> ConfigDi
         spike_window=100,     # steps of loss history a step's loss z-score is measured against
         spike_z=6.0,          # a loss this many standard deviations above that history is a spike
         logit_stats=True,     # output-logit RMS and the largest attention score (attn_logit_max)
+        noise_scale=False,    # the gradient noise scale B_simple (needs train.microbatches >= 2; noise_scale.py)
     ))
     cfg.eval = downstream_eval.default_config()
     cfg.checkpoint = ConfigDict(dict(
@@ -132,6 +135,11 @@ def resolve_with_spec(cfg: ConfigDict, num_devices: int | None, spec=None,
         out.train.steps = max(1, math.ceil(out.train.tokens / tokens_per_step))
     if out.optim.warmup_fraction > 0:  # a warmup that scales with a duration given in tokens or FLOPs
         out.optim.warmup_steps = round(out.optim.warmup_fraction * out.train.steps)
+    if out.train.decay_from:  # a branch decays from its start to its end (branches.py)
+        if out.train.decay_start >= out.train.steps:
+            raise ConfigError([f'train.decay_start={out.train.decay_start}: at or past the branch\'s end, '
+                               f'train.steps={out.train.steps}; a branch decays from decay_start to train.steps'])
+        out.optim.decay_steps = out.train.steps - out.train.decay_start
     if out.train.evals > 0:  # curves evaluated at the same fractions of every run, whatever its length
         out.train.eval_every = max(1, math.ceil(out.train.steps / out.train.evals))
     out.lock()
@@ -224,6 +232,11 @@ def _value_problems(cfg: ConfigDict) -> list[str]:
     _choice(problems, 'train.compute_dtype', t.compute_dtype, COMPUTE_DTYPES)
     if not 0.0 <= t.label_smoothing < 1.0:
         problems.append(f'train.label_smoothing={t.label_smoothing}: must be in [0, 1)')
+    if t.decay_from and cfg.optim.schedule != 'wsd':
+        problems.append(f"train.decay_from={t.decay_from!r}: a branch decays; set optim.schedule='wsd' "
+                        f'(got {cfg.optim.schedule!r})')
+    if t.decay_from and t.init_from:
+        problems.append('train.decay_from and train.init_from: a branch continues its trunk\'s state; give one')
     if t.init_from and not os.path.exists(t.init_from):
         problems.append(f'train.init_from={t.init_from!r}: no such run, checkpoint or file')
     try:
@@ -232,6 +245,9 @@ def _value_problems(cfg: ConfigDict) -> list[str]:
         problems.append(f'train.freeze={t.freeze!r}: not a regular expression ({e})')
     _choice(problems, 'log.norms', cfg.log.norms, diagnostics.MODES)
     _choice(problems, 'log.wandb_mode', cfg.log.wandb_mode, writers.WANDB_MODES)
+    if cfg.log.noise_scale and t.microbatches < 2:
+        problems.append(f'log.noise_scale=True: needs train.microbatches >= 2 (got {t.microbatches}): it compares '
+                        "each microbatch's gradient with their mean; set e.g. train.microbatches=4")
     _positive(problems, 'log.spike_window', cfg.log.spike_window)
     _positive(problems, 'log.spike_z', cfg.log.spike_z)
     _positive(problems, 'checkpoint.every_steps', cfg.checkpoint.every_steps)

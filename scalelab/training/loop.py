@@ -22,8 +22,8 @@ from scalelab.core import checkpoint, files, stop, tasks, weights
 from scalelab.core.errors import ConfigError
 from scalelab.data import pipeline
 from scalelab.science import flops
-from scalelab.training import (actions, config, diagnostics, downstream_eval, metrics, optim, train, translation_eval,
-                               writers)
+from scalelab.training import (actions, branches, config, diagnostics, downstream_eval, metrics, optim, train,
+                               translation_eval, writers)
 from scalelab import data as data_lib
 from scalelab.core import progress as progress_lib
 from scalelab.core import workdir as workdir_lib
@@ -51,6 +51,8 @@ def run(cfg, workdir: str | Path, devices: list[jax.Device] | None = None,
     workdir = Path(workdir)
     workdir_lib.check_path(workdir)
     check_same_run(workdir / 'config.json', cfg)
+    if cfg.train.decay_from:
+        branches.check(cfg, resume_conflicts)
     is_main = jax.process_index() == 0
     with workdir_lib.Lock(workdir) if is_main else contextlib.nullcontext():  # one process per workdir
         done = completed_summary(workdir, cfg)
@@ -155,6 +157,10 @@ def restore(run: Run) -> tuple[dict, int, dict]:
         run.progress.note(f'resumed from step {start} (checkpoint in {run.workdir / "checkpoints"})')
         state, prior = restored
         return state, start, prior
+    if run.cfg.train.decay_from:  # a decay branch's first session: its trunk's state at decay_start
+        state, prior = branches.restore_trunk(run.cfg, target)
+        run.progress.note(f'decay branch from step {run.cfg.train.decay_start} of {run.cfg.train.decay_from}')
+        return state, run.cfg.train.decay_start, prior
     state = jax.jit(run.prepared.init, out_shardings=run.prepared.shardings)()
     if run.cfg.train.init_from:
         state['params'] = initial_params(run.cfg.train.init_from, run.prepared.abstract_state['params'],
@@ -194,7 +200,8 @@ def periodic_actions(run: Run, stop_check: actions.StopOnRequest, profile_steps:
         *([actions.Profile(*profile_steps, run.workdir / 'profile')] if profile_steps else []),
         actions.LogTrain(run.cfg.train.log_every, run.tokens_per_step, run.flops_per_step,
                          run.peak.flops if run.peak else None,
-                         diagnostics.LossSpikes(log.spike_window, log.spike_z)),
+                         diagnostics.LossSpikes(log.spike_window, log.spike_z),
+                         (run.cfg.train.global_batch, run.cfg.train.microbatches)),
         actions.Evaluate(run.cfg.train.eval_every),
         actions.DownstreamEval(run.cfg.eval.downstream_every),
         actions.Checkpoint(run.ckpt),

@@ -47,6 +47,7 @@ def default_config() -> ConfigDict:
         warmup_steps=100,
         warmup_fraction=0.0,  # > 0: warmup_steps = round(this x train.steps), resolved with the duration
         decay_fraction=0.2,   # wsd: share of the run spent decaying
+        decay_steps=0,        # wsd: > 0 decays over exactly this many steps instead (a decay branch sets it)
         min_lr_ratio=0.1,     # final learning rate / peak (cosine, wsd)
         b1=0.9,               # adam, adamw, lion; muon's AdamW side
         b2=0.95,              # adam, adamw, rmsprop (its decay), lion; muon's AdamW side
@@ -66,7 +67,7 @@ def validate(cfg: ConfigDict) -> list[str]:
         problems.append(f'optim.schedule={cfg.schedule!r}: not one of {", ".join(SCHEDULES)}')
     if math.isfinite(cfg.learning_rate) and not cfg.learning_rate > 0:  # nan and inf: config.validate
         problems.append(f'optim.learning_rate={cfg.learning_rate}: must be positive')
-    for key in ('warmup_steps', 'weight_decay', 'grad_clip'):
+    for key in ('warmup_steps', 'decay_steps', 'weight_decay', 'grad_clip'):
         if cfg[key] < 0:
             problems.append(f'optim.{key}={cfg[key]}: must be non-negative')
     if not 0.0 <= cfg.warmup_fraction < 1.0:
@@ -101,7 +102,7 @@ def schedule(cfg: ConfigDict, total_steps: int) -> optax.Schedule:
     elif cfg.schedule == 'cosine':
         main = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1), alpha=cfg.min_lr_ratio)
     elif cfg.schedule == 'wsd':
-        decay = max(int(round(cfg.decay_fraction * total_steps)), 0)
+        decay = cfg.decay_steps if cfg.decay_steps > 0 else max(int(round(cfg.decay_fraction * total_steps)), 0)
         stable = max(total_steps - warmup - decay, 0)
         main = optax.join_schedules(
             [optax.constant_schedule(peak), optax.linear_schedule(peak, final, max(decay, 1))], [stable])

@@ -39,6 +39,7 @@ class StepSpec:
     z_loss: float = 0.0  # weight of log(Z)^2 in the loss (tasks.z_loss)
     label_smoothing: float = 0.0  # of the training loss's labels (tasks.per_example_loss)
     logit_stats: bool = False  # report the output-logit RMS and the largest attention score
+    noise_scale: bool = False  # report the microbatches' and the step's squared gradient norms (noise_scale.py)
 
 
 def init_state(model_cfg, spec: tasks.DataSpec, seed: int, tx: optax.GradientTransformation) -> TrainState:
@@ -92,7 +93,7 @@ def setup(plan, mesh: jax.sharding.Mesh) -> Setup:
     spec = StepSpec(graphdef=graphdef, task=data_spec.task, tx=tx, lr=lr, seed=cfg.seed,
                     microbatches=cfg.train.microbatches, compute_dtype=cfg.train.compute_dtype,
                     norms=cfg.log.norms, z_loss=cfg.train.z_loss, logit_stats=cfg.log.logit_stats,
-                    label_smoothing=cfg.train.label_smoothing,
+                    label_smoothing=cfg.train.label_smoothing, noise_scale=cfg.log.noise_scale,
                     norm_groups=diagnostics.layout(abstract_state['params'], models.stacked_prefix(cfg.model)))
     return Setup(spec, init, abstract_state, shardings)
 
@@ -176,6 +177,8 @@ def train_step(spec: StepSpec, state: TrainState, batch: dict) -> tuple[TrainSta
             i, micro = indexed
             (_, (model_state, stats)), grads = grad_fn(spec, params, model_state, micro,
                                                        jax.random.fold_in(step_key, i))
+            if spec.noise_scale:  # one microbatch's squared gradient norm
+                stats = {**stats, 'gns_small_sq': optax.tree.norm(grads, squared=True)}
             return (jax.tree.map(jnp.add, grad_sum, grads), model_state), stats
 
         zeros = jax.tree.map(jnp.zeros_like, params)
@@ -185,6 +188,8 @@ def train_step(spec: StepSpec, state: TrainState, batch: dict) -> tuple[TrainSta
         # Means over the microbatches, but the largest score is the largest of any.
         stats = {k: jnp.max(v) if k == 'attn_logit_max' else jnp.mean(v) for k, v in stats_M.items()}
         grads = jax.tree.map(lambda g: g / spec.microbatches, grads)
+        if spec.noise_scale:  # the step's mean gradient, before clipping
+            stats['gns_big_sq'] = optax.tree.norm(grads, squared=True)
 
     loss = stats.pop('loss')
     updates, opt_state = spec.tx.update(grads, state['opt_state'], params)
