@@ -106,6 +106,10 @@ def test_the_report_holds_both_frontiers_and_each_level_s_central_interval():
         assert w['C_B'] == pytest.approx(float(fb.compute_for(w['loss'])))
         assert w['multiplier'] == pytest.approx(w['C_A'] / w['C_B'])
         assert w['lo'] < n['lo'] < n['hi'] < w['hi']
+    again, _ = compare.compare(a, b, bootstrap=40, level=0.9)  # seed 0 unless told: the same draws
+    other, _ = compare.compare(a, b, bootstrap=40, level=0.9, seed=1)
+    assert [w['lo'] for w in again['levels']] == [w['lo'] for w in wide['levels']]
+    assert [w['lo'] for w in other['levels']] != [w['lo'] for w in wide['levels']]
 
 
 def test_each_frontier_s_warnings_are_named_and_three_levels_read():

@@ -158,6 +158,7 @@ def test_budgets_are_grouped_densest_first_and_to_the_tolerance():
     assert centres == pytest.approx([10 ** np.log10(C[:3]).mean(), 10 ** np.log10(C[3:5]).mean(), 3e20])
     at_edge = np.array([1e18, 10 ** 18.1, 10 ** 18.1000001])
     assert isoflop.group(at_edge, tol=0.1 + 1e-12)[0].tolist()[:2] == [0, 0]
+    assert isoflop.group(np.array([1e18, 1e19]), tol=1.0)[0].tolist() == [0, 0]  # exactly tol apart: one budget
     labels, centres = isoflop.group(C, tol=0.05, budgets=[1e19, 1e18])
     assert labels.tolist() == [0, -1, 0, 1, -1, -1] and centres == pytest.approx([1e18, 1e19])
     exactly = float(np.abs(np.log10(1.3e18) - np.log10(np.asarray([1e18], float)))[0])

@@ -67,7 +67,7 @@ def common_losses(a: Frontier, b: Frontier, points: int = 3) -> np.ndarray:
     return np.geomspace(high, low, points)
 
 
-def compare(table_a: dict, table_b: dict, *, bootstrap: int = 200, seed: int = 0,
+def compare(table_a: dict, table_b: dict, *, bootstrap: int, seed: int = 0,
             level: float = 0.9) -> tuple[dict, tuple[Frontier, Frontier]]:
     """The report ({'levels': [{loss, C_A, C_B, multiplier, lo, hi}], 'frontiers', 'warnings'})
     and the two fitted frontiers."""
