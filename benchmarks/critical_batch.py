@@ -118,6 +118,10 @@ def plot(result: dict, curves: dict, path: Path) -> None:
     middle.legend(fontsize=8)
     noise = result['noise_run']
     right.plot(noise['loss'], noise['B_simple'], '.', alpha=0.4, label='B_simple (each log interval)')
+    window = 15  # a running median over log intervals: one interval's estimate is noisy
+    medians = [np.median(noise['B_simple'][max(0, i - window // 2):i + window // 2 + 1])
+               for i in range(len(noise['B_simple']))]
+    right.plot(noise['loss'], medians, '-', color='C0', label=f'B_simple, running median of {window}')
     right.plot([t['target_loss'] for t in result['targets']], [t['B_crit'] for t in result['targets']], 'rs-',
                label='B_crit from E(B)')
     right.set(xlabel='training loss (nats/byte)', ylabel='batch (examples)', yscale='log',

@@ -12,7 +12,7 @@ def test_the_tradeoff_line_gives_back_its_critical_batch():
     batch = np.array([8, 16, 32, 64, 128])
     examples = 2e5 * (1 + batch / 40.0)  # E_min 2e5, B_crit 40: S_min = 5000 steps
     fit = critical_batch.fit_tradeoff(batch, examples)
-    assert fit['B_crit'] == pytest.approx(40.0) and fit['E_min'] == pytest.approx(2e5) and fit['S_min'] == 5000
+    assert fit['B_crit'] == pytest.approx(40.0) and fit['E_min'] == pytest.approx(2e5) and fit['S_min'] == pytest.approx(5000)
     with_gap = critical_batch.fit_tradeoff(batch, np.append(examples[:-1], np.nan))  # a batch that never got there
     assert with_gap['B_crit'] == pytest.approx(40.0) and with_gap['points'] == 4
     assert math.isnan(critical_batch.fit_tradeoff([8, 16], [2e5, 1e5])['B_crit'])  # falling: no tradeoff

@@ -148,3 +148,14 @@ def test_resume_allows_cadence_changes_and_a_longer_constant_schedule(tmp_path):
     assert loop.resume_conflicts({'optim': {'schedule': 'constant', 'warmup_steps': 10}, 'train': {'steps': 4}},
                                  {'optim': {'schedule': 'constant', 'warmup_steps': 10}, 'train': {'steps': 20}}) \
         == ['train.steps: saved 4, now 20']  # still inside the warmup: the ramp would change
+
+
+def test_a_run_saved_before_a_key_existed_resumes_under_its_default():
+    """A key added since a run was saved is compared at its default: the run ran that way."""
+    now = tiny_lm().to_dict()
+    before = {**now, 'train': {k: v for k, v in now['train'].items() if k not in ('decay_from', 'decay_start')},
+              'optim': {k: v for k, v in now['optim'].items() if k != 'decay_steps'},
+              'log': {k: v for k, v in now['log'].items() if k != 'noise_scale'}}
+    assert loop.resume_conflicts(before, now) == []
+    changed = tiny_lm(**{'optim.decay_steps': 5}).to_dict()  # away from the default: a change
+    assert loop.resume_conflicts(before, changed) == ["optim.decay_steps: saved 0, now 5"]

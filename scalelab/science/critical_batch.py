@@ -23,11 +23,13 @@ def examples_to_reach(examples: np.ndarray, loss: np.ndarray, target: float, smo
 
 
 def fit_tradeoff(batch: np.ndarray, examples: np.ndarray) -> dict[str, float]:
-    """E_min and B_crit of E(B) = E_min (1 + B / B_crit), by least squares on the finite points."""
+    """E_min and B_crit of E(B) = E_min (1 + B / B_crit), by least squares on the finite
+    points' relative residuals (E spans decades across batch sizes: the largest batch's
+    would otherwise decide the line)."""
     batch, examples = np.asarray(batch, float), np.asarray(examples, float)
     keep = np.isfinite(examples)
     if keep.sum() < 2:
         raise ValueError(f'need examples-to-target at 2 or more batch sizes, got {int(keep.sum())}')
-    slope, intercept = np.polyfit(batch[keep], examples[keep], 1)
+    slope, intercept = np.polyfit(batch[keep], examples[keep], 1, w=1.0 / examples[keep])
     b_crit = intercept / slope if slope > 0 and intercept > 0 else float('nan')
     return {'E_min': float(intercept), 'S_min': float(slope), 'B_crit': float(b_crit), 'points': int(keep.sum())}
