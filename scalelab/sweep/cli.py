@@ -35,10 +35,12 @@ _CPU_DEVICES = flags.DEFINE_integer('cpu-devices', None, 'Passed to each point (
                                     lower_bound=1)
 _RESULTS = flags.DEFINE_string('results', None, 'fit: a CSV with columns for N, loss and D or C.')
 _LAW = flags.DEFINE_enum('law', None, ['power', 'chinchilla', 'isoflop', 'compute_optimal', 'lr_transfer',
-                                       'lr_sensitivity', 'task'],
+                                       'lr_sensitivity', 'task', 'hparams'],
                          'fit: the law to fit; compute_optimal: Chinchilla\'s Approaches 1, 2 and 3 side by side '
                          '(needs the sweep\'s points/); task: a downstream task\'s bpb from N and D, then its '
-                         'accuracy from bpb (needs --task) (default: the sweep config\'s, or power).')
+                         'accuracy from bpb (needs --task); hparams: the best learning rate and batch as power '
+                         'laws in C (columns optim.learning_rate, train.global_batch) '
+                         '(default: the sweep config\'s, or power).')
 _TASK = flags.DEFINE_string('task', None, 'fit --law task: the task:variant whose downstream/ columns are fitted.')
 _TASK_METRIC = flags.DEFINE_enum('task-metric', 'acc', ['acc', 'acc_per_char'], 'fit --law task: the accuracy '
                                  'that step 2 predicts from bpb.')
@@ -67,10 +69,15 @@ def fit_and_report(rows: list[dict], law: str, out_dir: Path, n_bootstrap: int, 
                    task: tuple[str, str] | None = None, **columns) -> dict:
     """Fit `law` to the rows, write fit.json and its figures to out_dir, print the law and its warnings;
     `task` = (task:variant, accuracy metric) for the task law."""
-    from scalelab.sweep import compute_optimal, lr_laws, plots, results, task_fit
+    from scalelab.sweep import compute_optimal, hparam_laws, lr_laws, plots, results, task_fit
     budget_options = budget_options or {}
     if law in lr_laws.LAWS:
         data, fit = None, results.Fit(getattr(lr_laws, law)(rows, columns.get('loss_col', 'loss')))
+    elif law == 'hparams':
+        dropped = []
+        data = hparam_laws.table(rows, c_col=columns.get('c_col', 'C'), loss_col=columns.get('loss_col', 'loss'),
+                                 dropped=dropped)
+        fit = hparam_laws.fit(data, tol=budget_options.get('tol', 0.1), bootstrap=n_bootstrap, dropped=dropped)
     elif law == 'task':
         if not task or not task[0]:
             raise ValueError('--law task needs --task task:variant (a downstream/<task>/bpb column of the table)')
@@ -121,6 +128,11 @@ def print_report(report: dict) -> None:
         print(f'  {variant}: LR sensitivity ' + ', '.join(
             f'width {w}: {c["lr_sensitivity"]:.3f}' + (f' ({len(c["diverged_lrs"])} diverged)' if c['diverged_lrs']
                                                        else '') for w, c in widths.items()))
+    for optimum in report.get('optima', []):  # hparams
+        state = (f'left out: {optimum["left_out"]}' if optimum['left_out'] else
+                 f'lr {optimum["lr_opt"]:.3g}, batch {optimum["batch_opt"]:.3g}'
+                 + (f' (the best run: {optimum["at_edge"]})' if optimum['at_edge'] else ''))
+        print(f'  budget C={optimum["C"]:.3g} ({optimum["runs"]} runs): {state}')
     for budget in report.get('budgets', []):
         print(f'  budget C={budget["C"]:.3g} ({isoflop.runs(budget["points"])}): ' + (
             f'left out, {budget["left_out"]}' if budget['left_out'] else

@@ -11,7 +11,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from scalelab.science import scaling  # noqa: E402
+from scalelab.science import isoflop, scaling  # noqa: E402
 from scalelab.training import plot as run_plots  # noqa: E402
 
 
@@ -20,7 +20,8 @@ def plot(fit, data: dict[str, np.ndarray], path: Path, title: str = '') -> list[
     if fit.report['law'] == 'compute_optimal':
         return _compute_optimal(fit, data, Path(path), title)
     draw = {'power': _power, 'chinchilla': _chinchilla, 'isoflop': _isoflop, 'envelope': _envelope,
-            'lr_transfer': _lr_transfer, 'lr_sensitivity': _lr_sensitivity, 'task': _task}[fit.report['law']]
+            'lr_transfer': _lr_transfer, 'lr_sensitivity': _lr_sensitivity, 'task': _task,
+            'hparams': _hparams}[fit.report['law']]
     _save(draw(fit, data), path, title or fit.report['formula'])
     return [Path(path)]
 
@@ -345,6 +346,39 @@ def _lr_transfer(fit, data):
     low = min(lows)
     axes[0][0].set_ylim(low - 0.05, min(max(highs), low + 1.2) + 0.05)  # a diverging edge point does not squash
     axes[0][0].set_ylabel('eval loss (mean over seeds)')
+    return fig
+
+
+def _hparams(fit, data: dict[str, np.ndarray]):
+    """Left: each run's loss against its learning rate, a colour per budget, the budgets'
+    optima marked. Middle and right: the optima against C with the power laws and their band."""
+    from scalelab.sweep import hparam_laws
+    fig, (runs_ax, lr_ax, batch_ax) = plt.subplots(1, 3, figsize=(15, 4.6))
+    optima = [o for o in fit.report['optima'] if not o['left_out']]
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(fit.report['optima']), 1)))
+    labels, _ = isoflop.group(data['C'], fit.report['budget_tol'])
+    for label, color in enumerate(colors):
+        rows = labels == label
+        runs_ax.scatter(data['lr'][rows], data['loss'][rows], s=12 + 4 * np.log2(data['batch'][rows]), color=color,
+                        alpha=0.7, label=f'C = {fit.report["optima"][label]["C"]:.2g}')
+    runs_ax.set(xscale='log', xlabel='learning rate', ylabel='loss', title='runs (marker size: batch)')
+    runs_ax.legend(fontsize=7)
+    C = np.array([o['C'] for o in optima])
+    grid = np.geomspace(C.min() / 2, C.max() * 2, 50)
+    band = hparam_laws.interval(fit.laws, grid) if fit.laws else None
+    for ax, key, curve, name in ((lr_ax, 'lr_opt', fit.law.lr, 'lr'), (batch_ax, 'batch_opt', fit.law.batch, 'batch')):
+        edge = np.array([bool(o['at_edge']) for o in optima])
+        values = np.array([o[key] for o in optima])
+        ax.plot(C[~edge], values[~edge], 'o', color='C0', label='budget optimum (surface vertex)')
+        if edge.any():
+            ax.plot(C[edge], values[edge], 'o', mfc='none', color='C3', label='at the grid edge (best run)')
+        ax.plot(grid, curve(grid), '-', color='C1', label='power law')
+        if band is not None:
+            ax.fill_between(grid, *band[name], color='C1', alpha=0.2, label='bootstrap band')
+        ax.set(xscale='log', yscale='log', xlabel='compute C (FLOPs)')
+        ax.legend(fontsize=7)
+    lr_ax.set(ylabel='best learning rate', title=f'lr_opt ~ C^{fit.law.lr_exponent:+.3f} (DeepSeek: -0.125)')
+    batch_ax.set(ylabel='best batch', title=f'B_opt ~ C^{fit.law.batch_exponent:+.3f} (DeepSeek: +0.327)')
     return fig
 
 

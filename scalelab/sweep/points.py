@@ -25,7 +25,7 @@ from scalelab import data as data_lib
 from scalelab.training import plan as plan_lib
 
 SPECIAL_AXES = ('target_params', 'tokens_per_param')
-LAWS = ('power', 'chinchilla', 'isoflop', 'compute_optimal', 'lr_transfer', 'lr_sensitivity')
+LAWS = ('power', 'chinchilla', 'isoflop', 'compute_optimal', 'lr_transfer', 'lr_sensitivity', 'hparams')
 LR_LAW_AXES = ('model.d_model', 'optim.learning_rate')  # the columns lr_transfer and lr_sensitivity read
 
 
