@@ -21,7 +21,7 @@ def get_config(arg: str | None = None):
         'optim.warmup_fraction': 0.05, 'checkpoint.every_steps': 100000,
     }, allow_dotted_keys=True)
     cfg.axes = ConfigDict({
-        'train.flops': (3e11, 1e12, 3e12),
+        'train.flops': (1e11, 3e11, 1e12),
         'optim.learning_rate': (1e-3, 3e-3, 1e-2),
         'train.global_batch': (8, 16, 32),
     }, allow_dotted_keys=True)
