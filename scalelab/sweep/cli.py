@@ -354,6 +354,7 @@ def sweep_main() -> int:
                        budget_options=budget_options(sweep.fit.budget_tol, sweep.fit.min_points, None),
                        title=f'{Path(sweep.base).stem}: {sweep.fit.metric} vs ' + (
                            'learning rate per width' if sweep.fit.law in lr_laws.LAWS
+                           else 'learning rate and batch per compute budget' if sweep.fit.law == 'hparams'
                            else f'{sweep.shape.count} parameters'))
     else:
         print(f'{usable} completed points: not enough to fit (need 3)')
