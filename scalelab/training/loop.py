@@ -372,7 +372,8 @@ def resume_conflicts(saved: dict, now: dict) -> list[str]:
     """Each key whose change would alter the saved run's trajectory, with both values."""
     old, new = flat_items(saved), flat_items(now)
     # A key added since the run was saved: the run ran as its default does now.
-    defaults = flat_items(config.base_config(now['model']['name'], now['data']['name']).to_dict())
+    defaults = flat_items(config.base_config(now.get('model', {}).get('name', 'transformer'),
+                                             now.get('data', {}).get('name')).to_dict())
     old.update({key: defaults[key] for key in set(new) - set(old) if key in defaults})
     extendable = all(c['optim']['schedule'] == 'constant' and c['train']['steps'] >= c['optim']['warmup_steps']
                      for c in (saved, now))
