@@ -362,6 +362,7 @@ def _hparams(fit, data: dict[str, np.ndarray]):
         runs_ax.scatter(data['lr'][rows], data['loss'][rows], s=12 + 4 * np.log2(data['batch'][rows]), color=color,
                         alpha=0.7, label=f'C = {fit.report["optima"][label]["C"]:.2g}')
     runs_ax.set(xscale='log', xlabel='learning rate', ylabel='loss', title='runs (marker size: batch)')
+    runs_ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # a narrow range labels its minor ticks
     runs_ax.legend(fontsize=7)
     C = np.array([o['C'] for o in optima])
     grid = np.geomspace(C.min() / 2, C.max() * 2, 50)
