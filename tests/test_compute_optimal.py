@@ -99,7 +99,7 @@ def test_the_report_holds_each_approach_its_runs_and_a_reproducible_interval(tmp
     assert narrow.report['approach3']['bootstrap']['level'] == 0.5
     assert narrow.report['approach2']['bootstrap']['level'] == 0.5
     assert narrow.report['approach1']['bootstrap']['level'] == 0.5
-    with pytest.raises(ValueError, match="give a sweep's own results.csv"):
+    with pytest.raises(ValueError, match=r"beside the table \(give a sweep's own results.csv\)$"):
         compute_optimal.fit(rows, data, tmp_path / 'nowhere', bootstrap=0)
 
 
@@ -205,3 +205,49 @@ def test_predict_writes_the_run_to_train_and_verify_sets_its_loss_against_the_in
     files.write_json(run / 'config.json', saved)
     with pytest.raises(ValueError, match='not the predicted run: model.d_model='):
         verify.verification(predicted, run)
+
+
+def test_each_comparison_row_is_its_approachs_laws_at_c(tmp_path):
+    """Every comparison row against the approach's own law and bootstrap laws, by hand: a and
+    b = 1 - a, N_opt, D_opt, D/N and each one's central interval; the bootstrap's size, seed
+    and budgets reach every approach; a failed run's curve and a step at zero tokens are left out."""
+    budgets = np.geomspace(1e18, 1e20, 4)
+    rows = fake_sweep(tmp_path, TRUTH, budgets, noise=0.002)
+    first = tmp_path / 'points' / rows[0]['name'] / 'metrics.jsonl'  # a logged step before any token
+    first.write_text(json.dumps({'step': 0, 'loss': 99.0, 'tokens': 0.0}) + '\n' + first.read_text())
+    failed = dict(rows[1], name='failed-with-curve', status='failed')
+    (tmp_path / 'points' / 'failed-with-curve').mkdir()
+    (tmp_path / 'points' / 'failed-with-curve' / 'metrics.jsonl').write_text(
+        (tmp_path / 'points' / rows[1]['name'] / 'metrics.jsonl').read_text())
+    rows = [failed] + rows  # first, so a `break` would lose every row after it
+    data = results.table(rows)
+    fit = compute_optimal.fit(rows, data, tmp_path / 'points', bootstrap=12, level=0.8)
+    report = fit.report
+    for row in report['comparison']:
+        law, laws = fit.law[row['approach']].law, fit.law[row['approach']].laws
+        n_opt, d_opt = law.optimal_allocation(row['C'])
+        assert (row['N_opt'], row['D_opt']) == pytest.approx((n_opt, d_opt)) and row['b'] == pytest.approx(1 - row['a'])
+        allocations = np.array([l.optimal_allocation(row['C']) for l in laws])
+        boot_a = [compute_optimal.exponents(l)['a'] for l in laws]
+        for key, values in (('a', boot_a), ('b', [1 - a for a in boot_a]), ('N_opt', allocations[:, 0]),
+                            ('D_opt', allocations[:, 1]), ('tokens_per_param', allocations[:, 1] / allocations[:, 0])):
+            assert (row[f'{key}_lo'], row[f'{key}_hi']) == pytest.approx(scaling.central_interval(values, 0.8))
+    assert [report[a]['bootstrap']['resamples'] for a in compute_optimal.APPROACHES] == [12, 12, 12]
+    one = report['approach1']
+    assert one['formula'] == fit.law['approach1'].law.describe() and one['params'] == fit.law['approach1'].law.params()
+    assert one['runs'] == len(rows) - 1  # the failed run's curve left out
+    assert one['C_range'][0] > 0 and min(c.C[0] for c in compute_optimal.curves(rows, tmp_path / 'points',
+                                                                                 'loss')) > 0
+    train = compute_optimal.curves(rows, tmp_path / 'points', 'loss')
+    evals = compute_optimal.curves(rows, tmp_path / 'points', 'eval_loss')
+    assert [len(c.C) for c in train][:2] == [10, 10] and [len(c.C) for c in evals][:2] == [8, 8]
+    # the envelope's C by hand: 6 N D(t) at each run's last evaluation, step 96 of 100 (8 evaluations)
+    finals = sorted(0.96 * 6 * r['N'] * r['D'] for r in rows[1:])
+    assert one['C_range'][-1] == pytest.approx(finals[-1], rel=1e-9)
+    seeded = compute_optimal.fit(rows, data, tmp_path / 'points', bootstrap=12, level=0.8, seed=0)
+    other = compute_optimal.fit(rows, data, tmp_path / 'points', bootstrap=12, level=0.8, seed=1)
+    for approach in compute_optimal.APPROACHES:
+        assert seeded.report[approach]['bootstrap'] == report[approach]['bootstrap']  # the default seed is 0
+        assert other.report[approach]['bootstrap'] != report[approach]['bootstrap']
+    given = compute_optimal.fit(rows, data, tmp_path / 'points', bootstrap=0, budgets=list(budgets[1:]))
+    assert len(given.report['approach2']['budgets']) == 3  # budget options reach Approach 2
