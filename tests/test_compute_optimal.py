@@ -107,8 +107,10 @@ def test_a_prediction_that_is_mostly_e_says_so():
     C = np.array([1e11, 1e13])
     assert compute_optimal.mostly_e(0.7, 1.0, C) == []
     at_edge = compute_optimal.mostly_e(0.8, 1.0, C)
-    assert len(at_edge) == 1 and '80% the fit\'s irreducible loss E = 0.8' in at_edge[0]
-    assert '2.0 decades of compute' in at_edge[0]
+    assert at_edge == ["the predicted loss 1 is 80% the fit's irreducible loss E = 0.8: it rests on E, which 2.0 "
+                       'decades of compute resolve poorly, and its interval does not carry that (a law still falling '
+                       'at the largest budget makes E, and the prediction, too high)']
+    assert ' is 89% the fit' in compute_optimal.mostly_e(1.6, 1.8, C)[0]  # E / loss (E x loss would read 288%)
     # the IsoFLOP study's own prediction (E 1.03 of 1.137, over 1.5 decades) would have carried it
     assert compute_optimal.mostly_e(1.03, 1.137, np.array([3.16e11, 1e13]))
 
@@ -251,3 +253,30 @@ def test_each_comparison_row_is_its_approachs_laws_at_c(tmp_path):
         assert other.report[approach]['bootstrap'] != report[approach]['bootstrap']
     given = compute_optimal.fit(rows, data, tmp_path / 'points', bootstrap=0, budgets=list(budgets[1:]))
     assert len(given.report['approach2']['budgets']) == 3  # budget options reach Approach 2
+
+
+def test_the_prediction_by_hand(tmp_path):
+    """N_opt: the geometric mean of the three approaches' N_opt; its loss from Approach 3, the
+    fit's log-residual scatter with 5 parameters, and the interval: each bootstrap law's
+    prediction 50 times, times exp(Normal(0, scatter)) drawn from the seed, its central level."""
+    budgets = np.geomspace(1e18, 1e20, 4)
+    rows = fake_sweep(tmp_path, TRUTH, budgets, noise=0.01)
+    data = results.table(rows)
+    fit = compute_optimal.fit(rows, data, tmp_path / 'points', bootstrap=10, level=0.8, seed=3)
+    p = fit.report['prediction']
+    each = {a: float(fit.law[a].law.optimal_allocation(p['C'])[0]) for a in compute_optimal.APPROACHES}
+    assert p['N_opt_by_approach'] == pytest.approx(each)
+    assert p['N_opt'] == pytest.approx(math.prod(each.values()) ** (1 / 3))
+    three = fit.law['approach3']
+    residuals = np.log(data['loss']) - np.log(three.law.predict(data['N'], data['D']))
+    sigma = math.sqrt(np.sum(residuals ** 2) / (len(residuals) - 5))
+    assert p['residual_scatter_log'] == pytest.approx(sigma) and p['loss'] == pytest.approx(
+        float(three.law.predict(p['N_opt'], p['D_opt'])))
+    rng = np.random.default_rng(3)
+    draws = np.repeat([law.predict(p['N_opt'], p['D_opt']) for law in three.laws], 50)
+    draws = draws * np.exp(rng.normal(0.0, sigma, size=len(draws)))
+    assert (p['loss_lo'], p['loss_hi']) == pytest.approx(scaling.central_interval(draws, 0.8))
+    assert p['level'] == 0.8 and p['rule'] == ('N_opt: geometric mean of the three approaches at C; D_opt = C / 6 '
+                                               'N_opt; loss: Approach 3, interval = bootstrap laws + residual scatter')
+    mostly = compute_optimal.predict(fit.law, p['C'], {**data, 'loss': data['loss']}, 0.8, 3)
+    assert mostly['warnings'] == compute_optimal.mostly_e(three.law.E, mostly['loss'], data['C'])
