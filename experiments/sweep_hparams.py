@@ -22,8 +22,8 @@ def get_config(arg: str | None = None):
     }, allow_dotted_keys=True)
     cfg.axes = ConfigDict({
         'train.flops': (1e11, 3e11, 1e12),
-        'optim.learning_rate': (1e-3, 3e-3, 1e-2),
-        'train.global_batch': (8, 16, 32),
+        'optim.learning_rate': (3e-3, 1e-2, 3e-2),
+        'train.global_batch': (2, 4, 8),
     }, allow_dotted_keys=True)
     cfg.fit.update(law='hparams', metric='eval_loss', bootstrap=200)
     return cfg
