@@ -48,9 +48,16 @@ def slurm_conf(root: Path, ctld_port: int, slurmd_port: int) -> str:
         'ProctrackType=proctrack/linuxproc', 'TaskPlugin=task/none', 'MpiDefault=none',
         'SelectType=select/cons_tres', 'SelectTypeParameters=CR_CPU', 'SlurmdParameters=config_overrides',
         'JobAcctGatherType=jobacct_gather/none', 'AccountingStorageType=accounting_storage/none',
-        'ReturnToService=2', 'KillWait=10',
+        'ReturnToService=2', 'KillWait=10', f'FirstJobId={first_job_id()}',
         f'NodeName=localhost NodeAddr=127.0.0.1 CPUs={CPUS} State=UNKNOWN',
         'PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP', ''])
+
+
+def first_job_id() -> int:
+    """Job ids apart for each xdist worker's cluster: JAX derives a job's coordinator port from
+    its id (id mod 4096), so two clusters' jobs running at once must not share ids."""
+    worker = os.environ.get('PYTEST_XDIST_WORKER', 'gw0').removeprefix('gw')
+    return 1 + 1000 * (int(worker) if worker.isdigit() else 0)
 
 
 class Cluster:

@@ -15,9 +15,9 @@ import pytest
 from scalelab.core import weights
 from scalelab.training import loop
 from tests import slurm_cluster
-from tests.helpers import REPO, TEST_CACHE, losses, tiny_lm
+from tests.helpers import REPO, losses, tiny_lm
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('slurm'),
+pytestmark = [pytest.mark.slow,  # each xdist worker that runs these starts its own cluster
               pytest.mark.skipif(slurm_cluster.missing() is not None, reason=str(slurm_cluster.missing()))]
 STEPS = 60
 RUN = ['python', '-m', 'scalelab.run', '--config', 'tests/tiny_config.py', '--cpu-devices=4',
@@ -27,7 +27,6 @@ RUN = ['python', '-m', 'scalelab.run', '--config', 'tests/tiny_config.py', '--cp
 @pytest.fixture(scope='module')
 def cluster(tmp_path_factory):
     started = slurm_cluster.Cluster(tmp_path_factory.mktemp('slurm')).start()
-    started.env['SCALELAB_COMPILATION_CACHE'] = str(TEST_CACHE)
     yield started
     started.stop()
 
