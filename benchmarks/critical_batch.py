@@ -14,8 +14,6 @@ Workdirs go under --runs (kept: a rerun trains only what is missing).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -41,24 +39,18 @@ def config(batch: int, tokens: float, lr0: float, noise: bool, min_steps: int):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from harness import experiment_parser, experiment_setup
+    p = experiment_parser(__doc__, 'critical_batch')
     p.add_argument('--tokens', type=float, default=1.5e6, help='tokens each run trains')
     p.add_argument('--min-steps', type=int, default=400, help='steps at least, whatever the batch')
     p.add_argument('--lr', type=float, default=2e-3, help='learning rate at batch 16')
-    p.add_argument('--runs', default=str(REPO / 'runs' / 'critical_batch'))
-    p.add_argument('--out', default=str(REPO / 'benchmarks' / 'results' / 'critical_batch'))
     args = p.parse_args()
-    from scalelab.core import runtime
-    runtime.configure()
-    import jax
+    runs, out, one = experiment_setup(args)
     import numpy as np
 
     from scalelab.core import files
     from scalelab.science import critical_batch
     from scalelab.training import loop, metrics
-    runs, out = Path(args.runs), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    one = jax.devices()[:1]
 
     noise_dir = runs / f'noise_b{NOISE_BATCH}'
     loop.run(config(NOISE_BATCH, args.tokens, args.lr, True, args.min_steps), noise_dir, devices=one)
@@ -73,7 +65,6 @@ def main() -> int:
         curves[batch] = (tokens / 64, loss)  # examples (64-byte windows), loss
 
     worst_final = max(float(np.mean(loss[-3:])) for _, loss in curves.values())
-    start = min(float(loss[0]) for _, loss in curves.values())
     targets = [float(t) for t in np.linspace(worst_final + 0.03, worst_final + 0.5, 5)]
     by_target = []
     for target in targets:

@@ -12,7 +12,6 @@ under --runs (kept: a rerun trains only what is missing).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -34,19 +33,11 @@ def base(steps: int, schedule: str):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--runs', default=str(REPO / 'runs' / 'decay_branches'))
-    p.add_argument('--out', default=str(REPO / 'benchmarks' / 'results' / 'decay_branches'))
-    args = p.parse_args()
-    from scalelab.core import runtime
-    runtime.configure()
-    import jax
-
+    from harness import experiment_parser, experiment_setup
+    args = experiment_parser(__doc__, 'decay_branches').parse_args()
+    runs, out, one = experiment_setup(args)
     from scalelab.core import files
     from scalelab.training import loop, metrics
-    runs, out = Path(args.runs), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    one = jax.devices()[:1]
     trunk_steps = max(round(n * (1 - DECAY)) for n in LENGTHS)
     trunk = loop.run(base(trunk_steps, 'constant'), runs / 'trunk', devices=one)
     rows = []

@@ -27,3 +27,23 @@ def write_result(result: dict, out: str | None, name: str) -> Path:
     files.write_json(path, result)
     print(f'wrote {path}')
     return path
+
+
+def experiment_parser(doc: str, name: str):
+    """The argument parser of an experiment script whose runs are kept under runs/<name>
+    (a rerun trains only what is missing) and whose write-up is benchmarks/results/<name>."""
+    import argparse
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--runs', default=str(RESULTS.parents[1] / 'runs' / name))
+    p.add_argument('--out', default=str(RESULTS / name))
+    return p
+
+
+def experiment_setup(args) -> tuple[Path, Path, list]:
+    """(runs folder, results folder made, one device): JAX configured as scalelab.run does."""
+    from scalelab.core import runtime
+    runtime.configure()
+    import jax
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return Path(args.runs), out, jax.devices()[:1]

@@ -15,7 +15,6 @@ only what is missing); results.json and optimizers.png.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -45,22 +44,16 @@ def config(name: str, lr: float, steps: int, seed: int):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from harness import experiment_parser, experiment_setup
+    p = experiment_parser(__doc__, 'optimizers')
     p.add_argument('--steps', type=int, default=600)
-    p.add_argument('--runs', default=str(REPO / 'runs' / 'optimizers'))
-    p.add_argument('--out', default=str(REPO / 'benchmarks' / 'results' / 'optimizers'))
     args = p.parse_args()
-    from scalelab.core import runtime
-    runtime.configure()
-    import jax
+    runs, out, one = experiment_setup(args)
     import math
 
     from scalelab.core import files
     from scalelab.sweep import lr_laws
     from scalelab.training import loop
-    runs, out = Path(args.runs), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    one = jax.devices()[:1]
 
     def run(name, lr, seed):
         return loop.run(config(name, lr, args.steps, seed), runs / f'{name}_lr{lr:g}_s{seed}', devices=one)
