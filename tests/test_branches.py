@@ -10,7 +10,8 @@ import pytest
 
 from scalelab.core import weights
 from scalelab.core.errors import ConfigError
-from scalelab.training import loop
+from scalelab.sweep import points
+from scalelab.training import config, loop
 from tests.helpers import losses, tiny_lm
 
 ONE = jax.devices()[:1]
@@ -35,9 +36,10 @@ def trunk(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_branch_is_one_wsd_run_of_its_length(tmp_path, trunk):
-    """From step 8 of the trunk, decaying over 6 steps to step 14, against one WSD run of 14
-    steps whose decay is the same 6: the same losses and parameters, to the bit."""
-    summary = loop.run(branch_cfg(trunk, 8, 14), tmp_path / 'branch', devices=ONE)
+    """From step 8 of the trunk, decaying over 6 steps to step 14 (its end derived: train.steps=0,
+    optim.decay_steps=6), against one WSD run of 14 steps whose decay is the same 6: the same
+    losses and parameters, to the bit."""
+    summary = loop.run(branch_cfg(trunk, 8, 0, **{'optim.decay_steps': 6}), tmp_path / 'branch', devices=ONE)
     once = tiny_lm(**{**COMMON, 'optim.schedule': 'wsd', 'optim.min_lr_ratio': 0.0, 'optim.decay_steps': 6,
                       'train.steps': 14})
     loop.run(once, tmp_path / 'once', devices=ONE)
@@ -89,3 +91,25 @@ def test_a_trunk_with_a_decaying_schedule_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"its optim.schedule is 'cosine'; a branch starts from a constant "
                                           r'learning rate'):
         loop.run(branch_cfg(tmp_path / 'cosine', 4, 8), tmp_path / 'branch', devices=ONE)
+
+
+def test_a_sweep_over_the_start_makes_each_branch_a_point(tmp_path):
+    """train.steps=0: a branch ends at decay_start / (1 - optim.decay_fraction), so one axis over
+    train.decay_start gives points whose steps and tokens (the trunk's counted) a hand count gives."""
+    sweep = points.default_config()
+    sweep.base = 'experiments/lm_stdlib.py:tiny'
+    sweep.overrides.update({'train.decay_from': str(tmp_path / 'trunk'), 'train.steps': 0,
+                            'optim.schedule': 'wsd', 'optim.decay_fraction': 0.2})
+    sweep.axes['train.decay_start'] = (400, 800, 1000)
+    expanded = points.expand(sweep, 1)
+    assert [(p.plan.steps, p.config.optim.decay_steps) for p in expanded] == [(500, 100), (1000, 200), (1250, 250)]
+    assert [p.plan.steps * p.plan.tokens_per_step for p in expanded] == [500 * 16 * 64, 1000 * 16 * 64,
+                                                                        1250 * 16 * 64]
+
+
+def test_a_derived_end_needs_a_decay_share_below_one(tmp_path):
+    cfg = branch_cfg(tmp_path, 8, 0, **{'optim.decay_fraction': 1.0})
+    with pytest.raises(ConfigError, match=r'optim.decay_fraction=1.0: a branch with train.steps=0 ends at '
+                                          r'train.decay_start / \(1 - optim.decay_fraction\), which needs it in '
+                                          r'\(0, 1\); or give optim.decay_steps or train.steps'):
+        config.resolve(cfg, 1)

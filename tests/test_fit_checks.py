@@ -54,6 +54,17 @@ def test_as_many_points_as_parameters_warns_and_reports_no_interval():
     assert set(fit.report['prediction']) == {'N', 'loss'}  # a value, no zero-width interval
 
 
+def test_one_model_size_is_no_power_law_in_N_and_the_error_says_to_fit_D():
+    """Decay branches give one N at several D: L(N) would be fitted to a vertical line."""
+    D = np.array([5e5, 1e6, 1.5e6, 3e6])
+    table = {'N': np.full(4, 115008.0), 'D': D, 'loss': 1.6 + 40.0 * D ** -0.3}
+    with pytest.raises(ValueError, match=r'every row has N = 115,008: it needs several model sizes. .*'
+                                         r'--law power --n-col D'):
+        results.fit_table(table, 'power', bootstrap=0)
+    refit = results.fit_table({'N': D, 'loss': table['loss']}, 'power', bootstrap=0)  # what --n-col D fits
+    assert refit.law.params()['alpha'] == pytest.approx(0.3, rel=1e-3)
+
+
 def test_five_points_under_chinchilla_warn_and_print_no_allocation():
     N = np.array([1e6, 3e6, 1e7, 3e7, 1e8])
     D = np.array([1e9, 3e8, 1e10, 3e9, 1e9])

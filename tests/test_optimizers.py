@@ -94,8 +94,32 @@ def test_muon_takes_the_transformers_hidden_matrices_with_their_axes():
     assert matrices('blocks.0.mlp.down.kernel', 2) == ((0,), (1,))
     for other in ('embed.embedding', 'head.kernel', 'final_norm.scale', 'blocks.attn_norm.scale'):
         assert matrices(other, 2) is None
-    for name in ('mlp', 'cnn', 'resnet', 'lstm', 'seq2seq'):  # none names its hidden matrices yet
+    for name in ('cnn', 'resnet', 'lstm', 'seq2seq'):  # none names its hidden matrices yet
         assert models.hidden_matrices(models.family(name).default_config()) is None
+
+
+def test_muon_takes_the_mlps_hidden_kernels_and_adamw_the_rest(tmp_path):
+    """One step from initialisation at lr 0.01 (no clipping, decay or momentum) of an MLP with
+    three hidden layers of 8: the two kernels between hidden layers move by lr times an
+    orthogonalised gradient (singular values in Newton-Schulz's band around 1), the input and
+    output kernels by AdamW's first step, lr in every entry whose gradient is not zero."""
+    cfg = small('mlp', **{'optim.name': 'muon', 'model.depth': 3, 'model.width': 8, 'optim.grad_clip': 0.0,
+                          'optim.weight_decay': 0.0, 'optim.momentum': 0.0, 'train.steps': 1})
+    the_plan = plan.make(cfg, 1)
+    setup = train.setup(the_plan, parallel.make_mesh(the_plan.cfg.mesh, jax.devices()[:1]))
+    initial = {naming.name(path): np.asarray(leaf) for path, leaf
+               in jax.tree_util.tree_flatten_with_path(jax.jit(setup.init)()['params'])[0]}
+    loop.run(cfg, tmp_path / 'mlp', devices=jax.devices()[:1])
+    moved = {name: (np.asarray(p, np.float64) - initial[name]) / 0.01
+             for name, p in weights.load_params_flat(tmp_path / 'mlp').items()}
+    for name in ('dense.1.kernel', 'dense.2.kernel'):
+        singular = np.linalg.svd(moved[name], compute_uv=False)  # zero where a unit is dead (ReLU)
+        assert np.all((singular < 1e-6) | ((0.6 < singular) & (singular < 1.3))), (name, singular)
+        assert np.sum(singular > 0.6) >= 4, (name, singular)
+    for name in ('dense.0.kernel', 'dense.3.kernel'):  # Adam's first step: g / |g| (zero where a pixel is)
+        size = np.abs(moved[name])
+        assert np.all((size < 1e-3) | (np.abs(size - 1) < 1e-2)), name
+        assert np.mean(np.abs(size - 1) < 1e-2) > 0.5, name
 
 
 @pytest.mark.slow
@@ -110,9 +134,9 @@ def test_muon_under_mup_at_its_base_width_is_the_standard_run(tmp_path):
 
 
 def test_muon_on_a_model_without_hidden_matrices_is_refused():
-    cfg = small('mlp', **{'optim.name': 'muon'})
+    cfg = small('mlp', **{'optim.name': 'muon', 'model.depth': 1})  # one hidden layer: no hidden-to-hidden kernel
     with pytest.raises(ConfigError, match="optim.name='muon': model.name='mlp' names no hidden matrices for Muon "
-                                          'to orthogonalise; families that do: transformer'):
+                                          'to orthogonalise; families that do: mlp, transformer'):
         config.resolve(cfg, 1)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import ml_collections
 from flax import nnx
@@ -58,6 +59,20 @@ class Model(nnx.Module):
                 h = layers.ACTIVATIONS[self.activation](h)
                 h = constrain(h, 'act_batch', f'act_{self.axes[i + 1]}')
         return h
+
+
+def hidden_matrices(cfg):
+    """Muon's matrices: the kernels from one hidden layer to the next (width -> width); the
+    first (inputs -> width) and the last (width -> outputs) are the input and output layers,
+    AdamW's as for the Transformer's embedding and head. Under two hidden layers there are none."""
+    if cfg.depth < 2:
+        return None
+    kernel = re.compile(r'^dense\.(\d+)\.kernel$')
+
+    def axes(name: str, ndim: int):
+        found = kernel.match(name)
+        return ((0,), (1,)) if found and 1 <= int(found.group(1)) < cfg.depth else None
+    return axes
 
 
 def param_counts(cfg, spec) -> dict[str, int]:

@@ -348,14 +348,19 @@ def sweep_main() -> int:
         print('unfinished points: ' + '; '.join(f'{n}: {s}' for n, s in bad.items()), file=sys.stderr)
     usable = sum(1 for r in rows if r['status'] == 'completed' and r['loss'] is not None)
     if usable >= 3:
-        fit_and_report(rows, sweep.fit.law, workdir,
-                       sweep.fit.bootstrap if _BOOTSTRAP.value is None else _BOOTSTRAP.value,
-                       points_dir=workdir / 'points',
-                       budget_options=budget_options(sweep.fit.budget_tol, sweep.fit.min_points, None),
-                       title=f'{Path(sweep.base).stem}: {sweep.fit.metric} vs ' + (
-                           'learning rate per width' if sweep.fit.law in lr_laws.LAWS
-                           else 'learning rate and batch per compute budget' if sweep.fit.law == 'hparams'
-                           else f'{sweep.shape.count} parameters'))
+        try:
+            fit_and_report(rows, sweep.fit.law, workdir,
+                           sweep.fit.bootstrap if _BOOTSTRAP.value is None else _BOOTSTRAP.value,
+                           points_dir=workdir / 'points',
+                           budget_options=budget_options(sweep.fit.budget_tol, sweep.fit.min_points, None),
+                           title=f'{Path(sweep.base).stem}: {sweep.fit.metric} vs ' + (
+                               'learning rate per width' if sweep.fit.law in lr_laws.LAWS
+                               else 'learning rate and batch per compute budget' if sweep.fit.law == 'hparams'
+                               else f'{sweep.shape.count} parameters'))
+        except ValueError as e:  # the runs and results.csv stand; the table does not fit this law
+            print(f'no fit: {e}', file=sys.stderr)
+            for stale in ('fit.json', 'scaling.png'):  # an earlier fit's files would misreport this table
+                (workdir / stale).unlink(missing_ok=True)
     else:
         print(f'{usable} completed points: not enough to fit (need 3)')
     return 1 if bad else 0

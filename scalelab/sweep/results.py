@@ -186,6 +186,10 @@ def with_bootstrap(report: dict, law, laws: list, failed: int, n_boot: int, leve
 
 def _fit_power(data, n_boot, seed, level) -> Fit:
     N, loss = data['N'], data['loss']
+    if np.ptp(N) == 0:
+        raise ValueError(f'--law power fits L(N), and every row has N = {N[0]:,.0f}: it needs several model sizes. '
+                         'For one model at several token counts (decay branches), fit L(D): '
+                         'sweep fit --results results.csv --law power --n-col D')
     law, optima = scaling.fit_power_law(N, loss)
     report = {'law': 'power', 'formula': law.describe('N'), 'params': law.params(), 'rows': int(len(N)),
               'objective': law.objective, 'warnings': checks.degrees_of_freedom(len(N), 3, 'power')}

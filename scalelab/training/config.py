@@ -133,6 +133,9 @@ def resolve_with_spec(cfg: ConfigDict, num_devices: int | None, spec=None,
         out.train.steps = max(1, math.ceil(out.train.flops / per_step))
     elif out.train.tokens > 0:
         out.train.steps = max(1, math.ceil(out.train.tokens / tokens_per_step))
+    if out.train.decay_from and out.train.steps == 0:  # a branch's end from its start: one sweep axis
+        start, decay = out.train.decay_start, out.optim.decay_steps
+        out.train.steps = start + decay if decay > 0 else round(start / (1 - out.optim.decay_fraction))
     if out.optim.warmup_fraction > 0:  # a warmup that scales with a duration given in tokens or FLOPs
         out.optim.warmup_steps = round(out.optim.warmup_fraction * out.train.steps)
     if out.train.decay_from:  # a branch decays from its start to its end (branches.py)
@@ -227,7 +230,7 @@ def _value_problems(cfg: ConfigDict) -> list[str]:
         _positive(problems, f'train.{key}', t[key], allow_zero=True)
     if t.tokens > 0 and t.flops > 0:
         problems.append(f'train.tokens={t.tokens} and train.flops={t.flops}: give the duration one way only')
-    if t.tokens <= 0 and t.flops <= 0:
+    if t.tokens <= 0 and t.flops <= 0 and not (t.decay_from and t.steps == 0):  # a branch may derive its end
         _positive(problems, 'train.steps', t.steps)
     _choice(problems, 'train.compute_dtype', t.compute_dtype, COMPUTE_DTYPES)
     if not 0.0 <= t.label_smoothing < 1.0:
@@ -235,6 +238,10 @@ def _value_problems(cfg: ConfigDict) -> list[str]:
     if t.decay_from and cfg.optim.schedule != 'wsd':
         problems.append(f"train.decay_from={t.decay_from!r}: a branch decays; set optim.schedule='wsd' "
                         f'(got {cfg.optim.schedule!r})')
+    if t.decay_from and t.steps == 0 and cfg.optim.decay_steps == 0 and not 0 < cfg.optim.decay_fraction < 1:
+        problems.append(f'optim.decay_fraction={cfg.optim.decay_fraction}: a branch with train.steps=0 ends at '
+                        'train.decay_start / (1 - optim.decay_fraction), which needs it in (0, 1); '
+                        'or give optim.decay_steps or train.steps')
     if t.decay_from and t.init_from:
         problems.append('train.decay_from and train.init_from: a branch continues its trunk\'s state; give one')
     if t.init_from and not os.path.exists(t.init_from):
@@ -270,7 +277,7 @@ def _model_problems(cfg: ConfigDict, spec) -> list[str]:
         problems.append(f"optim.name='schedule_free_adamw' with {what}: each parameter group would average "
                         'apart, which scalelab does not support; use adamw')
     if cfg.optim.name == 'muon' and family.hidden_matrices(cfg.model) is None:
-        named = [n for n, f in models.FAMILIES.items() if f.hidden_matrices(f.default_config()) is not None]
+        named = sorted(n for n, f in models.FAMILIES.items() if f.hidden_matrices(f.default_config()) is not None)
         problems.append(f"optim.name='muon': model.name={cfg.model.name!r} names no hidden matrices for Muon "
                         f'to orthogonalise; families that do: {", ".join(named)}')
     for key in ('label_smoothing', 'z_loss'):  # both act on a softmax's logits
