@@ -39,7 +39,7 @@ def config(batch: int, tokens: float, lr0: float, noise: bool, min_steps: int):
 
 
 def main() -> int:
-    from harness import experiment_parser, experiment_setup
+    from harness import experiment_parser, experiment_setup, train
     p = experiment_parser(__doc__, 'critical_batch')
     p.add_argument('--tokens', type=float, default=1.5e6, help='tokens each run trains')
     p.add_argument('--min-steps', type=int, default=400, help='steps at least, whatever the batch')
@@ -50,17 +50,17 @@ def main() -> int:
 
     from scalelab.core import files
     from scalelab.science import critical_batch
-    from scalelab.training import loop, metrics
+    from scalelab.training import metrics
 
     noise_dir = runs / f'noise_b{NOISE_BATCH}'
-    loop.run(config(NOISE_BATCH, args.tokens, args.lr, True, args.min_steps), noise_dir, devices=one)
+    train(config(NOISE_BATCH, args.tokens, args.lr, True, args.min_steps), noise_dir, one)
     logged = [r for r in metrics.read_jsonl(noise_dir / 'metrics.jsonl') if 'noise_scale' in r]
     noise = {'loss': [r['loss'] for r in logged], 'B_simple': [r['noise_scale'] for r in logged],
              'tokens': [r['tokens'] for r in logged]}
 
     curves = {}
     for batch in BATCHES:
-        loop.run(config(batch, args.tokens, args.lr, False, args.min_steps), runs / f'b{batch}', devices=one)
+        train(config(batch, args.tokens, args.lr, False, args.min_steps), runs / f'b{batch}', one)
         tokens, loss = metrics.curves(runs / f'b{batch}', 'tokens')['train']
         curves[batch] = (tokens / 64, loss)  # examples (64-byte windows), loss
 

@@ -35,22 +35,23 @@ def base(steps: int, schedule: str, seed: int):
     return cfg
 
 
-def seed_runs(runs: Path, seed: int, one, loop) -> list[dict]:
+def seed_runs(runs: Path, seed: int, one) -> list[dict]:
     """One seed's trunk, branches and cosine runs: a row per length."""
+    from harness import train
     tag = f'_s{seed}' if seed else ''
     trunk_steps = max(round(n * (1 - DECAY)) for n in LENGTHS)
-    trunk = loop.run(base(trunk_steps, 'constant', seed), runs / f'trunk{tag}', devices=one)
+    trunk = train(base(trunk_steps, 'constant', seed), runs / f'trunk{tag}', devices=one)
     rows = []
     for n in LENGTHS:
         start = round(n * (1 - DECAY))
         branch_cfg = base(n, 'wsd', seed)
         branch_cfg.optim.min_lr_ratio = 0.0
         branch_cfg.train.update(decay_from=str(runs / f'trunk{tag}'), decay_start=start)
-        branch = loop.run(branch_cfg, runs / f'branch_{n}{tag}', devices=one)
-        cosine = loop.run(base(n, 'cosine', seed), runs / f'cosine_{n}{tag}', devices=one)
+        branch = train(branch_cfg, runs / f'branch_{n}{tag}', devices=one)
+        cosine = train(base(n, 'cosine', seed), runs / f'cosine_{n}{tag}', devices=one)
         to_zero_cfg = base(n, 'cosine', seed)
         to_zero_cfg.optim.min_lr_ratio = 0.0
-        to_zero = loop.run(to_zero_cfg, runs / f'cosine0_{n}{tag}', devices=one)
+        to_zero = train(to_zero_cfg, runs / f'cosine0_{n}{tag}', devices=one)
         rows.append({'seed': seed, 'steps': n, 'tokens': branch['tokens'], 'decay_start': start,
                      'trunk_eval_loss': trunk['eval_loss'], 'branch_eval_loss': branch['eval_loss'],
                      'cosine_eval_loss': cosine['eval_loss'], 'cosine_to_zero_eval_loss': to_zero['eval_loss'],
@@ -86,8 +87,8 @@ def main() -> int:
     args = p.parse_args()
     runs, out, one = experiment_setup(args)
     from scalelab.core import files
-    from scalelab.training import loop, metrics
-    rows = [row for seed in range(args.seeds) for row in seed_runs(runs, seed, one, loop)]
+    from scalelab.training import metrics
+    rows = [row for seed in range(args.seeds) for row in seed_runs(runs, seed, one)]
     by_length = summarize(rows)
     trunk_steps = max(round(n * (1 - DECAY)) for n in LENGTHS)
     steps_trained = trunk_steps + sum(n - round(n * (1 - DECAY)) for n in LENGTHS)

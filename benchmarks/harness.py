@@ -47,3 +47,14 @@ def experiment_setup(args) -> tuple[Path, Path, list]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     return Path(args.runs), out, jax.devices()[:1]
+
+
+def train(cfg, workdir, devices) -> dict:
+    """loop.run's summary, except that a run stopped by a signal stops the whole experiment
+    (else the script would go on to its next run, and a kill would not stop it): its
+    checkpoint stands, and running the script again resumes it."""
+    from scalelab.training import loop
+    summary = loop.run(cfg, workdir, devices=devices)
+    if summary['status'] == 'preempted':
+        raise SystemExit(f'{workdir}: stopped at step {summary["step"]} by a signal; run the script again to resume')
+    return summary

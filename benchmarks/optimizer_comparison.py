@@ -60,7 +60,7 @@ def config(size: str, name: str, lr: float, steps: int | None, seed: int, knob: 
 
 
 def main() -> int:
-    from harness import experiment_parser, experiment_setup
+    from harness import experiment_parser, experiment_setup, train
     p = experiment_parser(__doc__, 'optimizers')
     p.add_argument('--size', default='small', choices=['tiny', 'small'], help='lm_stdlib.py size')
     p.add_argument('--steps', type=int, default=None, help='training steps (default: the size\'s own)')
@@ -70,14 +70,13 @@ def main() -> int:
 
     from scalelab.core import files
     from scalelab.sweep import lr_laws
-    from scalelab.training import loop
     from step_throughput import CompiledStep, measure_alternating
 
     def run(name, lr, seed=0, knob=None):
         knob = knob or {}
         tag = ''.join(f'_{k}{v:g}' for k, v in knob.items())
-        return loop.run(config(args.size, name, lr, args.steps, seed, knob),
-                        runs / f'{name}_lr{lr:g}{tag}_s{seed}', devices=one)
+        return train(config(args.size, name, lr, args.steps, seed, knob),
+                     runs / f'{name}_lr{lr:g}{tag}_s{seed}', one)
 
     def loss(summary):
         value = summary.get('eval_loss')
