@@ -3,6 +3,8 @@
     python benchmarks/step_throughput.py                       # CPU: float32, 8 virtual devices for the DP row
     python benchmarks/step_throughput.py --dtype bfloat16 --shapes 768x12 --seq 1024 --batch 16   # one GPU
     python benchmarks/step_throughput.py --quick                # seconds: a smoke test
+    python benchmarks/step_throughput.py --preset gpt2          # GPT-2 small (124M), bf16, seq 1024: one GPU
+    python benchmarks/step_throughput.py --preset gpt2 --quick  # the same step at a CPU's size
 
 For each shape (d_model x n_layers) it measures compile time (persistent cache
 off), the median step time, tokens/s and MFU against the matmul peak measured
@@ -33,7 +35,11 @@ def parse_args():
     p.add_argument('--shapes', default='128x4,256x4,512x8,1024x8', help='d_model x n_layers, comma separated')
     p.add_argument('--seq', type=int, default=256)
     p.add_argument('--batch', type=int, default=16)
-    p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+    p.add_argument('--dtype', default=None, choices=['float32', 'bfloat16'],
+                   help='compute dtype (default: float32; bfloat16 under --preset gpt2)')
+    p.add_argument('--preset', default=None, choices=['gpt2'],
+                   help='gpt2: time only GPT-2 small\'s step (124M with its 50,257-token vocabulary, seq 1024, '
+                        'cuDNN attention on a GPU), against the measured and the vendor peak')
     p.add_argument('--head-dim', type=int, default=64)
     p.add_argument('--steps', type=int, default=10, help='timed steps per shape (after 2 warm-up steps)')
     p.add_argument('--cpu-devices', type=int, default=8, help='virtual CPU devices (CPU only)')
@@ -48,6 +54,7 @@ def parse_args():
     p.add_argument('--quick', action='store_true', help='tiny shapes and few steps: checks the script runs')
     p.add_argument('--out', default=None, help='JSON path (default benchmarks/results/<host>.json)')
     args = p.parse_args()
+    args.dtype = args.dtype or ('bfloat16' if args.preset else 'float32')
     if args.quick:
         args.shapes, args.dp_shape, args.loop_shape, args.seq, args.batch = '64x2', '64x2', '64x2', 64, 8
         args.steps, args.scan_d_model, args.scan_layers = 2, 64, '2,4'
@@ -63,6 +70,46 @@ def shape_config(d_model: int, n_layers: int, args, **model):
     return cfg
 
 
+def gpt2_config(args):
+    """GPT-2 small as the gpt2 recipe trains it, with GPT-2's vocabulary (124,439,808
+    parameters), attention 'auto' (cuDNN's fused kernel on a GPU in 16-bit); --quick: the same
+    layout at d_model 64, 2 layers, seq 64, which a CPU steps in a second."""
+    from scalelab.training import recipes
+    cfg = recipes.byte_lm('gpt2')
+    cfg.model.vocab_size = 50257
+    cfg.train.update(global_batch=args.batch, steps=1000, compute_dtype=args.dtype)
+    if args.quick:
+        cfg.model.update(d_model=64, n_layers=2, n_heads=2, max_len=64)
+        cfg.data.seq_len = 64
+    return cfg
+
+
+def report_gpt2(args, devices) -> dict:
+    """The preset's one row: GPT-2 small's step on one device, MFU against the matmul peak
+    measured before and after it (the higher) and against the vendor's peak where known."""
+    from scalelab.models import transformer
+    from scalelab.science import flops
+    device = devices[0]
+    peaks = [flops.measure_matmul_flops(device, args.dtype, n=4096 if device.platform != 'cpu' else 2048)]
+    compiled = CompiledStep(gpt2_config(args), devices[:1])
+    for i in range(args.steps + 2):
+        compiled.step(timed=i >= 2)
+    row = compiled.result()
+    peaks.append(flops.measure_matmul_flops(device, args.dtype, n=4096 if device.platform != 'cpu' else 2048))
+    vendor = flops.device_peak_flops(device, args.dtype) if device.platform != 'cpu' else None
+    row.update(preset='gpt2', dtype=args.dtype, seq=compiled.cfg.data.seq_len, batch=compiled.cfg.train.global_batch,
+               attention=transformer.attention_impl(compiled.cfg.model.attention, compiled.cfg.train.compute_dtype),
+               measured_peak_flops=max(peaks), peak_measurements=peaks,
+               vendor_peak_flops=vendor, mfu=row['achieved_flops'] / max(peaks),
+               mfu_vendor_peak=row['achieved_flops'] / vendor if vendor else None)
+    print(f'GPT-2 preset on {device.device_kind} ({device.platform}): {row["params"]:,} parameters, {args.dtype}, '
+          f'seq {row["seq"]}, batch {row["batch"]}, attention {row["attention"]}: {row["step_ms"]:.1f} ms/step, '
+          f'{row["tokens_per_s"]:,.0f} tok/s, MFU {100 * row["mfu"]:.1f}% of the measured peak '
+          f'({max(peaks) / 1e12:.2f} TFLOP/s)' + (f', {100 * row["mfu_vendor_peak"]:.1f}% of the vendor peak '
+                                                 f'({vendor / 1e12:.0f} TFLOP/s)' if vendor else ''), flush=True)
+    return row
+
+
 class CompiledStep:
     """The real train step compiled for `devices`, with its state and one fixed batch."""
 
@@ -76,7 +123,8 @@ class CompiledStep:
         self.cfg = cfg = the_plan.cfg
         self.devices = devices
         B, L = cfg.train.global_batch, cfg.data.seq_len
-        batch_np = {'inputs': np.random.default_rng(0).integers(0, 256, (B, L), dtype=np.int32)}
+        vocab = cfg.model.vocab_size
+        batch_np = {'inputs': np.random.default_rng(0).integers(0, vocab, (B, L), dtype=np.int32)}
         batch_np['targets'] = np.roll(batch_np['inputs'], -1, axis=1)
         built = train.build(the_plan, devices, {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch_np.items()})
         self.train_fn, self.compile_s = built.train_fn, built.compile_s
@@ -198,6 +246,11 @@ def main():
     from scalelab.science import flops
     devices = jax.devices()
     device = devices[0]
+    if args.preset == 'gpt2':
+        row = report_gpt2(args, devices)
+        write_result(dict(host=platform.node(), platform=device.platform, device_kind=device.device_kind,
+                          jax=jax.__version__, gpt2=row), args.out, '{host}-gpt2.json')
+        return
     if args.diagnostics_only:
         diag = report_diagnostics(args, devices[:1])
         write_result(dict(host=platform.node(), platform=device.platform, jax=jax.__version__, diagnostics=diag),

@@ -38,3 +38,31 @@ def test_data_loading_quick_run_writes_results(tmp_path):
     assert result['prepare'][0]['tokens'] == result['prepare'][1]['tokens'] > 0  # the same corpus either way
     assert all(row['tokens_per_s'] > 0 and row['times_default_step'] > 0 for row in result['loader'])
     assert 'x the step' in done.stdout
+
+
+@pytest.mark.slow
+def test_the_gpt2_preset_times_gpt2_smalls_step_and_shrinks_for_a_cpu(tmp_path):
+    """--preset gpt2 is GPT-2 small exactly (HF's 124,439,808 parameters, seq 1024, bfloat16);
+    --quick keeps its layout and vocabulary at d_model 64, 2 layers, seq 64, counted by hand."""
+    import argparse
+    sys.path.insert(0, str(REPO / 'benchmarks'))
+    try:
+        import step_throughput
+    finally:
+        sys.path.pop(0)
+    from scalelab.training import plan
+    full = plan.make(step_throughput.gpt2_config(argparse.Namespace(batch=16, dtype='bfloat16', quick=False)), 1)
+    assert full.param_counts['total'] == 124_439_808 and full.cfg.data.seq_len == 1024
+    assert full.cfg.train.compute_dtype == 'bfloat16' and full.cfg.model.attention == 'auto'  # cuDNN on a GPU
+    out = tmp_path / 'gpt2.json'
+    done = subprocess.run([sys.executable, 'benchmarks/step_throughput.py', '--preset', 'gpt2', '--quick',
+                           '--out', str(out)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, 'SCALELAB_PEAK_FLOPS': '1e11'})
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads(out.read_text())['gpt2']
+    d, layer = 64, 2 * 2 * 64 + 3 * (64 * 64 + 64) + (64 * 64 + 64) + (64 * 256 + 256) + (256 * 64 + 64)
+    assert row['non_embedding'] == 2 * layer + 2 * d  # two layers (norms, attention, MLP) and the final norm
+    assert row['params'] == 50257 * d + 64 * d + row['non_embedding']  # tied head, learned positions
+    assert (row['dtype'], row['seq'], row['preset']) == ('bfloat16', 64, 'gpt2')
+    assert row['tokens_per_s'] > 0 and row['mfu'] > 0 and row['mfu_vendor_peak'] is None  # no vendor peak on CPU
+    assert f'{row["params"]:,} parameters' in done.stdout
