@@ -51,6 +51,10 @@ def parse_args():
                    help='the experiment whose step is timed with each log.norms mode')
     p.add_argument('--diagnostics-only', action='store_true',
                    help='time only the diagnostics modes (default out benchmarks/results/<host>-diagnostics.json)')
+    p.add_argument('--meshes-only', action='store_true',
+                   help='time only the default model\'s step on all devices under each of --meshes, in turn '
+                        '(default out benchmarks/results/<host>-meshes.json)')
+    p.add_argument('--meshes', default='8x1x1,4x1x2,2x2x2', help='data x fsdp x tensor, comma separated')
     p.add_argument('--quick', action='store_true', help='tiny shapes and few steps: checks the script runs')
     p.add_argument('--out', default=None, help='JSON path (default benchmarks/results/<host>.json)')
     args = p.parse_args()
@@ -224,6 +228,25 @@ def diagnostics_overhead(args, devices) -> dict:
     return out
 
 
+def mesh_layouts(args, devices) -> list[dict]:
+    """The default experiment's step (--diag-config) on all devices under each mesh, timed in
+    turn: what tensor parallelism costs beside data parallelism at the same device count."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('experiment', REPO / args.diag_config)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    configs = []
+    for mesh in args.meshes.split(','):
+        cfg = module.get_config('tiny') if args.quick else module.get_config()
+        cfg.mesh.update(dict(zip(('data', 'fsdp', 'tensor'), map(int, mesh.split('x')))))
+        configs.append(cfg)
+    rows = measure_alternating([CompiledStep(cfg, devices) for cfg in configs], args.steps)
+    for mesh, row in zip(args.meshes.split(','), rows):
+        print(f'{args.diag_config} on {len(devices)} devices, mesh {mesh} (data x fsdp x tensor): '
+              f'{row["step_ms"]:.1f} ms/step', flush=True)
+    return rows
+
+
 def report_diagnostics(args, devices) -> dict:
     diag = diagnostics_overhead(args, devices)
     print(f'diagnostics at {diag["config"]} ({diag["d_model"]}x{diag["n_layers"]}): step '
@@ -250,6 +273,11 @@ def main():
         row = report_gpt2(args, devices)
         write_result(dict(host=platform.node(), platform=device.platform, device_kind=device.device_kind,
                           jax=jax.__version__, gpt2=row), args.out, '{host}-gpt2.json')
+        return
+    if args.meshes_only:
+        rows = mesh_layouts(args, devices)
+        write_result(dict(host=platform.node(), platform=device.platform, jax=jax.__version__, meshes=rows),
+                     args.out, '{host}-meshes.json')
         return
     if args.diagnostics_only:
         diag = report_diagnostics(args, devices[:1])

@@ -113,3 +113,22 @@ def test_activation_constraints_reach_the_compiled_step():
         text = jax.jit(train.train_step, static_argnums=0).lower(prepared.spec, prepared.abstract_state,
                                                                   batch).as_text()
     assert text.count('sharding_constraint') >= 2 * cfg.model.n_layers
+
+
+def test_no_activation_is_regathered_whole_on_a_mesh_with_fsdp_and_tensor(tmp_path):
+    """The embedding's rows used to come out split over d_model (the table's fsdp axis) and be
+    gathered whole to be split by batch: XLA's "Involuntary full rematerialization" at compile
+    time. A fresh compilation cache, so the step is really compiled and its warnings seen."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+    done = subprocess.run([sys.executable, '-m', 'scalelab.run', '--config', 'tests/tiny_config.py',
+                           f'--workdir={tmp_path / "run"}', '--cpu-devices=8', '--config.train.steps=1',
+                           '--config.model.n_heads=8', '--config.mesh.data=2', '--config.mesh.fsdp=2',
+                           '--config.mesh.tensor=2'], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, 'SCALELAB_COMPILATION_CACHE': str(tmp_path / 'cache')})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert 'compiled in' in done.stdout  # compiled here, not read from a cache
+    assert 'rematerialization' not in done.stderr, done.stderr[-3000:]

@@ -469,8 +469,12 @@ class Model(nnx.Module):
 
 def embed_tokens(cfg, table: nnx.Embed, pos_table: nnx.Param | None, tokens_BxL, positions, rngs):
     """Token embeddings (times embed_mult), plus the learned position rows (a left-padded
-    row's negative positions read row 0), with dropout."""
-    x_BxLxD = table(tokens_BxL)
+    row's negative positions read row 0), with dropout. The rows are read from the table
+    gathered whole (as FSDP gathers any weight before its use), so they come out split by
+    batch as the tokens are: read from the table as it is stored (d_model split over fsdp)
+    they came out split over d_model, and XLA regathered them whole to split them by batch
+    (its "involuntary full rematerialization" on any mesh with fsdp and tensor)."""
+    x_BxLxD = jnp.take(constrain(table.embedding[...], None, None), tokens_BxL, axis=0)
     if cfg.embed_mult != 1:
         x_BxLxD = x_BxLxD * cfg.embed_mult
     if pos_table is not None:
