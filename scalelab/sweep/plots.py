@@ -361,7 +361,13 @@ def _hparams(fit, data: dict[str, np.ndarray]):
         rows = labels == label
         runs_ax.scatter(data['lr'][rows], data['loss'][rows], s=12 + 4 * np.log2(data['batch'][rows]), color=color,
                         alpha=0.7, label=f'C = {fit.report["optima"][label]["C"]:.2g}')
-    runs_ax.set(xscale='log', xlabel='learning rate', ylabel='loss', title='runs (marker size: batch)')
+        for batch in np.unique(data['batch'][rows]):  # one curve per batch: the bowl in the rate
+            same = rows & (data['batch'] == batch)
+            order = np.argsort(data['lr'][same])
+            runs_ax.plot(data['lr'][same][order], data['loss'][same][order], '-', color=color, alpha=0.35,
+                         lw=0.5 + np.log2(batch) / 2)
+    runs_ax.set(xscale='log', xlabel='learning rate', ylabel='loss',
+                title='runs (a line per batch; thicker and larger: larger batch)')
     runs_ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # a narrow range labels its minor ticks
     runs_ax.legend(fontsize=7)
     C = np.array([o['C'] for o in optima])
@@ -377,6 +383,8 @@ def _hparams(fit, data: dict[str, np.ndarray]):
         if band is not None:
             ax.fill_between(grid, *band[name], color='C1', alpha=0.2, label='bootstrap band')
         ax.set(xscale='log', yscale='log', xlabel='compute C (FLOPs)')
+        ax.set_xticks(C, [f'{c:.2g}' for c in C])  # the budgets themselves: few, within a decade or two
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=7)
     lr_ax.set(ylabel='best learning rate', title=f'lr_opt ~ C^{fit.law.lr_exponent:+.3f} (DeepSeek: -0.125)')
     batch_ax.set(ylabel='best batch', title=f'B_opt ~ C^{fit.law.batch_exponent:+.3f} (DeepSeek: +0.327)')
