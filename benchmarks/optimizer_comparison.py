@@ -82,7 +82,7 @@ def main() -> int:
         value = summary.get('eval_loss')
         return value if summary['status'] == 'completed' and value is not None and math.isfinite(value) else math.inf
 
-    table = []
+    table, chosen = [], []  # chosen: (name, rate, knob) of each optimizer's best configuration
     for name, start in START.items():
         k0 = lr_rung(start)
         swept = {k: run(name, rung_lr(k)) for k in (k0 - 1, k0, k0 + 1)}
@@ -99,6 +99,7 @@ def main() -> int:
         knob = {key: other} if loss(knob_run) < loss(swept[best]) else {}
         first = knob_run if knob else swept[best]
         seeds = [first] + [run(name, rung_lr(best), seed, knob) for seed in (1, 2)]
+        chosen.append((name, rung_lr(best), knob))
         near = [k for k in (best - 1, best, best + 1) if k in swept]
         rows = [{'status': swept[k]['status'], 'model.d_model': '0', 'optim.learning_rate': str(rung_lr(k)),
                  'loss': str(swept[k].get('eval_loss', '')), 'uniform_loss': str(math.log(256))} for k in near]
@@ -121,9 +122,7 @@ def main() -> int:
               f'LR sensitivity {row["lr_sensitivity"]:.3f}, state {row["optimizer_state_bytes"] / 1e6:.2f} MB',
               flush=True)
 
-    steps = [CompiledStep(config(args.size, r['optimizer'], r['best_lr'], args.steps, 0,
-                                 {k.split('.')[1]: v for k, v in r['config'].items() if k != 'optim.learning_rate'}),
-                          one) for r in table]
+    steps = [CompiledStep(config(args.size, name, lr, args.steps, 0, knob), one) for name, lr, knob in chosen]
     for row, timing in zip(table, measure_alternating(steps, args.timed_steps)):
         row['step_ms'] = timing['step_ms']
         print(f'{row["optimizer"]:>20}: step {timing["step_ms"]:.1f} ms ({args.timed_steps} steps, in turn)')

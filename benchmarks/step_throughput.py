@@ -74,6 +74,18 @@ def shape_config(d_model: int, n_layers: int, args, **model):
     return cfg
 
 
+def measure_peak(device, dtype: str) -> float:
+    """The matmul peak of one device in FLOP/s, measured now (a GPU's needs a larger matrix)."""
+    from scalelab.science import flops
+    return flops.measure_matmul_flops(device, dtype, n=4096 if device.platform != 'cpu' else 2048)
+
+
+def diag_experiment(args):
+    """--diag-config's run config (its :tiny size under --quick)."""
+    from scalelab.sweep import points
+    return points.load_experiment(str(REPO / args.diag_config) + (':tiny' if args.quick else ''))
+
+
 def gpt2_config(args):
     """GPT-2 small as the gpt2 recipe trains it, with GPT-2's vocabulary (124,439,808
     parameters), attention 'auto' (cuDNN's fused kernel on a GPU in 16-bit); --quick: the same
@@ -94,12 +106,12 @@ def report_gpt2(args, devices) -> dict:
     from scalelab.models import transformer
     from scalelab.science import flops
     device = devices[0]
-    peaks = [flops.measure_matmul_flops(device, args.dtype, n=4096 if device.platform != 'cpu' else 2048)]
+    peaks = [measure_peak(device, args.dtype)]
     compiled = CompiledStep(gpt2_config(args), devices[:1])
     for i in range(args.steps + 2):
         compiled.step(timed=i >= 2)
     row = compiled.result()
-    peaks.append(flops.measure_matmul_flops(device, args.dtype, n=4096 if device.platform != 'cpu' else 2048))
+    peaks.append(measure_peak(device, args.dtype))
     vendor = flops.device_peak_flops(device, args.dtype) if device.platform != 'cpu' else None
     row.update(preset='gpt2', dtype=args.dtype, seq=compiled.cfg.data.seq_len, batch=compiled.cfg.train.global_batch,
                attention=transformer.attention_impl(compiled.cfg.model.attention, compiled.cfg.train.compute_dtype),
@@ -205,17 +217,13 @@ def diagnostics_overhead(args, devices) -> dict:
     """The default experiment's step with log.norms none, global and groups (logit
     statistics off), and as it runs by default (groups and log.logit_stats), timed in
     turn (so the machine's drift falls on all alike): what the diagnostics cost."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('experiment', REPO / args.diag_config)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     # mode: (log.norms, log.logit_stats, train.microbatches, log.noise_scale)
     modes = {'none': ('none', False, 1, False), 'global': ('global', False, 1, False),
              'groups': ('groups', False, 1, False), 'default': ('groups', True, 1, False),
              'micro4': ('groups', True, 4, False), 'micro4_noise_scale': ('groups', True, 4, True)}
     configs = []
     for norms, logit_stats, microbatches, noise_scale in modes.values():
-        cfg = module.get_config('tiny') if args.quick else module.get_config()
+        cfg = diag_experiment(args)
         cfg.log.update(norms=norms, logit_stats=logit_stats, noise_scale=noise_scale)
         cfg.train.microbatches = microbatches
         configs.append(cfg)
@@ -231,13 +239,9 @@ def diagnostics_overhead(args, devices) -> dict:
 def mesh_layouts(args, devices) -> list[dict]:
     """The default experiment's step (--diag-config) on all devices under each mesh, timed in
     turn: what tensor parallelism costs beside data parallelism at the same device count."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('experiment', REPO / args.diag_config)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     configs = []
     for mesh in args.meshes.split(','):
-        cfg = module.get_config('tiny') if args.quick else module.get_config()
+        cfg = diag_experiment(args)
         cfg.mesh.update(dict(zip(('data', 'fsdp', 'tensor'), map(int, mesh.split('x')))))
         configs.append(cfg)
     rows = measure_alternating([CompiledStep(cfg, devices) for cfg in configs], args.steps)
@@ -284,12 +288,9 @@ def main():
         write_result(dict(host=platform.node(), platform=device.platform, jax=jax.__version__, diagnostics=diag),
                      args.out, '{host}-diagnostics.json')
         return
-    def measure_peak():
-        return flops.measure_matmul_flops(device, args.dtype, n=4096 if device.platform != 'cpu' else 2048)
-
     # The peak is measured at the start and again at the end, and the higher one is
     # used: a machine shared with other work (a VM) is not equally fast all run long.
-    peaks = [measure_peak()]
+    peaks = [measure_peak(device, args.dtype)]
     vendor_peak = flops.device_peak_flops(device, args.dtype) if device.platform != 'cpu' else None
 
     def mfu(row, peak):
@@ -331,7 +332,7 @@ def main():
 
     diag = report_diagnostics(args, devices[:1])
 
-    peaks.append(measure_peak())
+    peaks.append(measure_peak(device, args.dtype))
     measured_peak = max(peaks)
     for row in [*rows, dp['one_device'], dp['all_devices']]:
         row['mfu'] = mfu(row, measured_peak)
