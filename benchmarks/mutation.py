@@ -20,6 +20,7 @@ as equivalent in benchmarks/results/mutation/README.md). Not part of CI's run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
@@ -57,6 +58,9 @@ def parse_args():
     p.add_argument('--children', type=int, default=2, help='mutants tested at once')
     p.add_argument('--out', default=str(REPO / 'benchmarks' / 'results' / 'mutation'),
                    help="folder for scores.json and the survivors-<module>.txt files")
+    p.add_argument('--workdir', default=None,
+                   help='keep each module\'s scratch copy in <workdir>/<module> (default: a temporary folder, '
+                        'deleted after): a run stopped part way resumes there, keeping the mutants it tested')
     args = p.parse_args()
     unknown = [m for m in args.modules.split(',') if m not in MODULES]
     if unknown:
@@ -95,13 +99,24 @@ def mutmut(work: Path, *args: str, check: bool = True) -> str:
     return done.stdout
 
 
-def run_module(module: str, children: int) -> tuple[dict, list[str]]:
+def prepare(work: Path, module: str) -> None:
+    """A scratch copy set up for mutmut, unless `work` holds one already (mutmut then
+    retests only the mutants without a result, and any whose function changed since)."""
+    if (work / 'pyproject.toml').exists():
+        print(f'{module}: resuming in {work}', flush=True)
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    scratch_copy(work)
+    with open(work / 'pyproject.toml', 'a') as f:
+        f.write(mutmut_config(module, MODULES[module]))
+
+
+def run_module(module: str, children: int, workdir: str | None) -> tuple[dict, list[str]]:
     """(counts, survivor diffs) of one module's mutants."""
-    with tempfile.TemporaryDirectory(prefix='scalelab-mutation-') as tmp:
-        work = Path(tmp)
-        scratch_copy(work)
-        with open(work / 'pyproject.toml', 'a') as f:
-            f.write(mutmut_config(module, MODULES[module]))
+    with contextlib.ExitStack() as stack:
+        work = (Path(workdir) / module.replace('/', '-').removesuffix('.py') if workdir else
+                Path(stack.enter_context(tempfile.TemporaryDirectory(prefix='scalelab-mutation-'))))
+        prepare(work, module)
         mutmut(work, 'run', '--max-children', str(children))
         status = {}
         for line in mutmut(work, 'results', '--all', 'true').splitlines():
@@ -126,7 +141,7 @@ def main():
     scores_path = out / 'scores.json'
     print(f'{"module":28} {"mutants":>8} {"caught":>7} {"survived":>9} {"no tests":>9} {"score":>6}')
     for module in args.modules.split(','):
-        counts, diffs = run_module(module, args.children)
+        counts, diffs = run_module(module, args.children, args.workdir)
         scores = json.loads(scores_path.read_text()) if scores_path.exists() else {}   # re-read: other runs add theirs
         scores[module] = dict(counts, tests=MODULES[module])
         files.write_json(scores_path, scores)     # a module's result is kept as soon as it exists

@@ -66,3 +66,31 @@ def test_the_gpt2_preset_times_gpt2_smalls_step_and_shrinks_for_a_cpu(tmp_path):
     assert (row['dtype'], row['seq'], row['preset']) == ('bfloat16', 64, 'gpt2')
     assert row['tokens_per_s'] > 0 and row['mfu'] > 0 and row['mfu_vendor_peak'] is None  # no vendor peak on CPU
     assert f'{row["params"]:,} parameters' in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('layout', ['default', 'nanodo'])
+def test_the_step_profile_books_each_op_to_its_part_and_counts_the_matmuls_by_hand(tmp_path, layout):
+    """step_profile.py: the dense matmuls' FLOPs read from the compiled HLO are 6 x the
+    layers' matmul weights x tokens, attention's the full L x L square (12 L^2 d per layer and
+    example: twice the plan's causal count), the tied head's 6 d V per token; the parts share
+    out the time ops ran; RoPE's ops exist only in the default layout, norms in both."""
+    out = tmp_path / 'profile.json'
+    B, L, d, layers = 8, 64, 128, 2
+    done = subprocess.run([sys.executable, 'benchmarks/step_profile.py', '--shapes', f'{d}x{layers}',
+                           '--head-dim', '32', '--seq', str(L), '--batch', str(B), '--steps', '1',
+                           '--layout', layout, '--out', str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, 'SCALELAB_PEAK_FLOPS': '1e11'})
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads(out.read_text())['shapes'][f'{d}x{layers}']
+    parts = {(p['part'], p['kind']): p for p in row['profile']['parts']}
+    tokens, vocab = B * L, (row['params'] - row['non_embedding'] - (L * d if layout == 'nanodo' else 0)) // d
+    assert parts[('dense projections', 'matmul')]['flops'] == 6 * layers * (4 * d * d + 2 * d * 4 * d) * tokens
+    assert parts[('attention (scores, softmax, mix)', 'matmul')]['flops'] == 12 * L * L * d * layers * B
+    assert parts[('output head', 'matmul')]['flops'] == 6 * d * vocab * tokens
+    assert row['profile']['matmul_flops'] == sum(p['flops'] for p in parts.values())
+    assert sum(p['ms'] for p in parts.values()) == pytest.approx(row['profile']['traced_ms'], rel=1e-9)
+    assert (('rope', 'other') in parts) == (layout == 'default') and ('norms', 'other') in parts
+    assert ('no source (made by XLA)', 'matmul') not in parts and ('layout copies', 'other') in parts
+    assert f'{d}x{layers}' in done.stdout and 'dense projections' in done.stdout

@@ -14,6 +14,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from scalelab.core.parallel import constrain
@@ -108,7 +109,7 @@ class Model(nnx.Module):
         memory, source_mask_BxS, enc_max = self._encode(source_BxS, rngs)
         memory_kv = self.memory_kv(memory)
         T = decoder_inputs.shape[1]
-        logits, _, dec_max = self._decode(decoder_inputs, jnp.arange(T), memory_kv, source_mask_BxS, rngs, None)
+        logits, _, dec_max = self._decode(decoder_inputs, np.arange(T), memory_kv, source_mask_BxS, rngs, None)
         return logits, {'attn_logit_max': jnp.maximum(enc_max, dec_max)}
 
     def encode(self, source_BxS):
@@ -142,10 +143,11 @@ class Model(nnx.Module):
         source_mask_BxS = source_BxS != translation.PAD_ID
         # A real query sees every real key; a padding query sees itself (no empty softmax).
         mask_BxSxS = source_mask_BxS[:, None, :] | jnp.eye(S, dtype=bool)[None]
-        x_BxSxD = transformer.embed_tokens(self.cfg, self.embed, self.pos_embed, source_BxS, jnp.arange(S), rngs)
+        positions = transformer.positions_of(self.cfg, np.arange(S))
+        x_BxSxD = transformer.embed_tokens(self.cfg, self.embed, self.pos_embed, source_BxS, positions.index, rngs)
         max_scores = []
         for block in self.encoder:
-            x_BxSxD, (_, max_score) = block(x_BxSxD, jnp.arange(S), rngs, None, mask_BxSxS)
+            x_BxSxD, (_, max_score) = block(x_BxSxD, positions, rngs, None, mask_BxSxS)
             max_scores.append(max_score)
         return self.encoder_norm(x_BxSxD), source_mask_BxS, jnp.max(jnp.stack(max_scores))
 
@@ -156,6 +158,7 @@ class Model(nnx.Module):
         x_BxTxD = transformer.embed_tokens(cfg, table, self.target_pos_embed, tokens_BxT, positions, rngs)
         cross_mask_BxTxS = jnp.broadcast_to(source_mask_BxS[:, None, :],
                                             (tokens_BxT.shape[0], tokens_BxT.shape[1], source_mask_BxS.shape[1]))
+        positions = transformer.positions_of(cfg, positions)
         new_k, new_v, max_scores = [], [], []
         for i, block in enumerate(self.decoder):
             layer_kv = None if kv is None else (kv[0][i], kv[1][i], *kv[2:])

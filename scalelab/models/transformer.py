@@ -9,10 +9,12 @@ from __future__ import annotations
 import functools
 import math
 import re
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from scalelab.core.parallel import constrain
@@ -234,13 +236,33 @@ def max_attention_score(q_BxLxNxH, k_BxSxKxH, mask_BxLxS, scale: float) -> jax.A
     return jnp.max(jnp.where(mask_BxLxS[:, None], scores_BxNxLxS, -jnp.inf))
 
 
-def rope(x_BxLxNxH: jax.Array, positions: jax.Array, base: float) -> jax.Array:
-    """Rotary position embedding (rotate-half form); positions are (L,) or per row (B, L)."""
+class Positions(NamedTuple):
+    """Where the tokens of a forward pass sit: their index, (L,) or per row (B, L), and
+    RoPE's sin and cos there, (..., L, 1, H/2) float32 (None without RoPE), made once per
+    pass for every layer."""
+    index: jax.Array | np.ndarray
+    sin: jax.Array | np.ndarray | None = None
+    cos: jax.Array | np.ndarray | None = None
+
+
+def positions_of(cfg, index: jax.Array | np.ndarray) -> Positions:
+    """The positions `index` with their RoPE tables when cfg.position is 'rope'. Positions
+    known when tracing (a NumPy index: training and scoring) give tables that are constants
+    of the compiled program: computed with jnp, XLA fuses sin and cos into every op that reads
+    them and evaluates them again for each batch row and head (5% of a 256x4 step on CPU)."""
+    if cfg.position != 'rope':
+        return Positions(index)
+    xp = np if isinstance(index, np.ndarray) else jnp
+    half = cfg.d_model // cfg.n_heads // 2
+    inv_freq_H2 = xp.float32(cfg.rope_base) ** (-xp.arange(half, dtype=xp.float32) / xp.float32(half))
+    angles = index.astype(xp.float32)[..., None, None] * inv_freq_H2  # (..., L, 1, H/2): a heads axis
+    return Positions(index, xp.sin(angles), xp.cos(angles))
+
+
+def rope(x_BxLxNxH: jax.Array, positions: Positions) -> jax.Array:
+    """Rotary position embedding (rotate-half form) by the tables in `positions`."""
     half = x_BxLxNxH.shape[-1] // 2
-    inv_freq_H2 = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angles = positions.astype(jnp.float32)[..., None] * inv_freq_H2  # (..., L, H/2)
-    sin = jnp.sin(angles)[..., None, :].astype(x_BxLxNxH.dtype)     # a heads axis to broadcast over
-    cos = jnp.cos(angles)[..., None, :].astype(x_BxLxNxH.dtype)
+    sin, cos = (t.astype(x_BxLxNxH.dtype) for t in (positions.sin, positions.cos))
     x1, x2 = x_BxLxNxH[..., :half], x_BxLxNxH[..., half:]
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
@@ -271,8 +293,7 @@ class Attention(nnx.Module):
         q = self._queries(x_BxLxD)
         k, v = self.keys_values(x_BxLxD)
         if self.cfg.position == 'rope':
-            q = rope(q, positions, self.cfg.rope_base)
-            k = rope(k, positions, self.cfg.rope_base)
+            q, k = rope(q, positions), rope(k, positions)
         causal = kv is None and mask_BxLxS is None
         if kv is None:
             L = q.shape[1]
@@ -282,7 +303,7 @@ class Attention(nnx.Module):
             k_cache, v_cache, index, key_positions_BxS = kv
             k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))
             v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, index, 0, 0))
-            query_BxT = jnp.broadcast_to(positions, q.shape[:2])
+            query_BxT = jnp.broadcast_to(positions.index, q.shape[:2])
             keys_Bx1xS = key_positions_BxS[:, None, :]
             mask_BxLxS = (keys_Bx1xS <= query_BxT[:, :, None]) & (keys_Bx1xS >= 0)
             k, v = k_cache.astype(q.dtype), v_cache.astype(q.dtype)
@@ -390,13 +411,13 @@ class Model(nnx.Module):
         """Logits, and what shows an instability before the loss does: the largest
         attention score over every layer and head (train.py logs it as attn_logit_max)."""
         rngs = rngs if train else None  # dropout only while training
-        logits, _, max_score = self._forward(tokens_BxL, jnp.arange(tokens_BxL.shape[1]), rngs, None)
+        logits, _, max_score = self._forward(tokens_BxL, np.arange(tokens_BxL.shape[1]), rngs, None)
         return logits, {'attn_logit_max': max_score}
 
     def activations(self, tokens_BxL: jax.Array) -> dict[str, jax.Array]:
         """Every recorded activation of a forward pass (embedding, blocks, logits)."""
         seen = {}
-        self._forward(tokens_BxL, jnp.arange(tokens_BxL.shape[1]), None, None, seen.__setitem__)
+        self._forward(tokens_BxL, np.arange(tokens_BxL.shape[1]), None, None, seen.__setitem__)
         return seen
 
     def init_cache(self, batch: int, length: int, dtype=jnp.float32) -> dict[str, jax.Array]:
@@ -419,7 +440,7 @@ class Model(nnx.Module):
         cfg = self.cfg
         x_BxLxD = embed_tokens(cfg, self.embed, self.pos_embed, tokens_BxL, positions, rngs)
         record('embed', x_BxLxD)
-        x_BxLxD, new_kv, max_score = self._layers(x_BxLxD, positions, rngs, kv, record)
+        x_BxLxD, new_kv, max_score = self._layers(x_BxLxD, positions_of(cfg, positions), rngs, kv, record)
         x_BxLxD = self.final_norm(x_BxLxD)
         logits_BxLxV = self.embed.attend(x_BxLxD) if self.head is None else self.head(x_BxLxD)
         multiplier = cfg.output_mult / width_mult(cfg)  # muP's readout multiplier, times the output's own
