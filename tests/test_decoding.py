@@ -90,7 +90,7 @@ def greedy_reference(source):
     return history[1:]
 
 
-SOURCES = jnp.array([[2, 1], [3, 1], [4, 1], [0, 0]], jnp.int32)
+SOURCES = np.array([[2, 1], [3, 1], [4, 1], [0, 0]], np.int32)  # NumPy: JAX arrays made on import would start its threads before a fork
 
 
 @pytest.mark.parametrize('cached', [True, False])

@@ -219,10 +219,13 @@ def attention_einsum(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxLxS, scale: float, 
     k_BxNxSxH, v_BxNxSxH = (jnp.swapaxes(jnp.repeat(t, N // K, axis=2), 1, 2) for t in (k_BxSxKxH, v_BxSxKxH))
     scores_BxNxLxS = jnp.einsum('bnqh,bnkh->bnqk', q_BxNxLxH, k_BxNxSxH, preferred_element_type=jnp.float32) * scale
     mask_Bx1xLxS = mask_BxLxS[:, None]
-    max_score = jnp.max(jnp.where(mask_Bx1xLxS, scores_BxNxLxS, -jnp.inf))
+    masked = lambda scores: jnp.where(mask_Bx1xLxS, scores, -0.7 * jnp.finfo(jnp.float32).max)  # as jax's
     if softcap > 0:
+        max_score = jnp.max(masked(scores_BxNxLxS))
         scores_BxNxLxS = softcap * jnp.tanh(scores_BxNxLxS / softcap)
-    scores_BxNxLxS = jnp.where(mask_Bx1xLxS, scores_BxNxLxS, -0.7 * jnp.finfo(jnp.float32).max)  # as jax's
+    scores_BxNxLxS = masked(scores_BxNxLxS)
+    if softcap == 0:  # the largest of the rows' maxima, which softmax computes anyway: no pass of its own
+        max_score = jnp.max(jnp.max(scores_BxNxLxS, axis=-1, keepdims=True, initial=-jnp.inf))
     probs_BxNxLxS = jax.nn.softmax(scores_BxNxLxS, axis=-1).astype(v_BxNxSxH.dtype)
     return jnp.swapaxes(jnp.einsum('bnqk,bnkh->bnqh', probs_BxNxLxS, v_BxNxSxH), 1, 2), max_score
 
