@@ -27,6 +27,7 @@ import platform
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,7 +170,7 @@ def op_times(trace_dir: str, ops: dict) -> tuple[collections.Counter, float]:
 def breakdown(ops: dict, times: collections.Counter, busy_us: float, steps: int, step_ms: float,
               peak: float) -> dict:
     """Milliseconds per step by (part, matmul or not), the matmuls' rate against `peak`,
-    and the step's time outside every op."""
+    and the traced steps' time (`step_ms`, their wall clock) outside every op."""
     rows = collections.defaultdict(lambda: dict(ms=0.0, flops=0))
     for name, us in times.items():
         op = ops[name]
@@ -199,27 +200,35 @@ def profile_shape(cfg, device, steps: int) -> dict:
     row = compiled.result()
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            start = time.perf_counter()
             for _ in range(steps):
                 compiled.step(timed=False)
+            traced_step_ms = 1e3 * (time.perf_counter() - start) / steps
         ops = parse_hlo(compiled.train_fn.as_text())
         times, busy_us = op_times(trace_dir, ops)
     peaks.append(measure_peak(device, 'float32'))
     peak = max(peaks)
+    cost = compiled.train_fn.cost_analysis()   # XLA's own count: every op's FLOPs, not only the dots'
+    row.update(xla_flops=cost['flops'], xla_transcendentals=cost['transcendentals'],
+               xla_bytes_accessed=cost['bytes accessed'])
     row.update(peak_flops=peak, peak_measurements=peaks, mfu=row['achieved_flops'] / peak,
-               profile=breakdown(ops, times, busy_us, steps, row['step_ms'], peak))
+               profile=breakdown(ops, times, busy_us, steps, traced_step_ms, peak))
     return row
 
 
 def print_profile(shape: str, row: dict) -> None:
     prof = row['profile']
-    step = prof['step_ms']
-    print(f'\n{shape} ({row["params"]:,} parameters): {step:.0f} ms/step, MFU {100 * row["mfu"]:.1f}% '
+    print(f'\n{shape} ({row["params"]:,} parameters): {row["step_ms"]:.0f} ms/step untraced, MFU {100 * row["mfu"]:.1f}% '
           f'of the matmul peak {row["peak_flops"] / 1e9:.1f} GFLOP/s; '
           f'matmuls {prof["matmul_ms"]:.0f} ms at {100 * prof["matmul_rate_of_peak"]:.1f}% of the peak '
-          f'(ideal {prof["matmul_ideal_ms"]:.0f} ms); outside any op {prof["untraced_ms"]:.0f} ms')
+          f'(ideal {prof["matmul_ideal_ms"]:.0f} ms); traced steps {prof["step_ms"]:.0f} ms, '
+          f'{prof["untraced_ms"]:.0f} of them outside any op')
+    print(f'FLOPs per step: the model\'s {row["flops_per_step"] / 1e9:.1f} G (MFU\'s), the dots\' '
+          f'{prof["matmul_flops"] / 1e9:.1f} G (causal attention computed whole), every op\'s by XLA\'s cost '
+          f'analysis {row["xla_flops"] / 1e9:.1f} G')
     print(f'{"part":34} {"kind":7} {"ms/step":>8} {"share":>6}')
     for r in prof['parts']:
-        print(f'{r["part"]:34} {r["kind"]:7} {r["ms"]:8.1f} {100 * r["ms"] / step:5.1f}%')
+        print(f'{r["part"]:34} {r["kind"]:7} {r["ms"]:8.1f} {100 * r["ms"] / prof["step_ms"]:5.1f}%')
 
 
 def main():

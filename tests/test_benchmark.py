@@ -89,7 +89,7 @@ def test_the_step_profile_books_each_op_to_its_part_and_counts_the_matmuls_by_ha
     assert parts[('dense projections', 'matmul')]['flops'] == 6 * layers * (4 * d * d + 2 * d * 4 * d) * tokens
     assert parts[('attention (scores, softmax, mix)', 'matmul')]['flops'] == 12 * L * L * d * layers * B
     assert parts[('output head', 'matmul')]['flops'] == 6 * d * vocab * tokens
-    assert row['profile']['matmul_flops'] == sum(p['flops'] for p in parts.values())
+    assert row['profile']['matmul_flops'] == sum(p['flops'] for p in parts.values()) < row['xla_flops']
     assert sum(p['ms'] for p in parts.values()) == pytest.approx(row['profile']['traced_ms'], rel=1e-9)
     assert (('rope', 'other') in parts) == (layout == 'default') and ('norms', 'other') in parts
     assert ('no source (made by XLA)', 'matmul') not in parts and ('layout copies', 'other') in parts
