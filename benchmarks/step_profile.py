@@ -140,10 +140,14 @@ def part_of(op: dict) -> str:
     return 'other' if op['function'] else 'no source (made by XLA)'
 
 
-def op_times(trace_dir: str, ops: dict) -> tuple[collections.Counter, float]:
-    """Microseconds per HLO op name over the trace, and the time any op ran. XLA:CPU runs
-    independent ops on two threads at once: a stretch two ops share counts half to each, so
-    the ops' times add up to the busy time. Events named like no op are the executor's own."""
+def op_times(trace_dir: str, ops: dict) -> tuple[collections.Counter, float, int]:
+    """Microseconds per HLO op name over the trace, the time ops ran, and how many ran.
+    XLA:CPU runs independent ops on two threads at once: a stretch two ops share counts half
+    to each, so the ops' times add up to the time ops ran. It also runs some dots
+    asynchronously: their event ends when the work is handed to the thread pool (a 2-GFLOP
+    dot "runs" in 60 us, a thousand times the peak), so a stretch in which no op runs, after
+    a matmul's event ended, is that matmul's and is booked to it; after any other op it is
+    time outside every op. Events named like no op are the executor's own."""
     path = glob.glob(f'{trace_dir}/plugins/profile/*/perfetto_trace.json.gz')[0]
     events = json.load(gzip.open(path))
     events = events['traceEvents'] if isinstance(events, dict) else events
@@ -153,18 +157,19 @@ def op_times(trace_dir: str, ops: dict) -> tuple[collections.Counter, float]:
             edges += [(e['ts'], 1, i, e['name']), (e['ts'] + e['dur'], -1, i, e['name'])]
     times, busy = collections.Counter(), 0.0
     active = {}
-    last = None
+    last, last_ended = None, None
     for t, kind, i, name in sorted(edges):
-        if active and last is not None:
-            for running in active.values():
-                times[running] += (t - last) / len(active)
+        if last is not None and (active or ops[last_ended]['matmul']):
+            for running in (active.values() if active else [last_ended]):
+                times[running] += (t - last) / max(len(active), 1)
             busy += t - last
         last = t
         if kind == 1:
             active[i] = name
         else:
             active.pop(i, None)
-    return times, busy
+            last_ended = name
+    return times, busy, len(edges) // 2
 
 
 def breakdown(ops: dict, times: collections.Counter, busy_us: float, steps: int, step_ms: float,
@@ -205,7 +210,7 @@ def profile_shape(cfg, device, steps: int) -> dict:
                 compiled.step(timed=False)
             traced_step_ms = 1e3 * (time.perf_counter() - start) / steps
         ops = parse_hlo(compiled.train_fn.as_text())
-        times, busy_us = op_times(trace_dir, ops)
+        times, busy_us, executions = op_times(trace_dir, ops)
     peaks.append(measure_peak(device, 'float32'))
     peak = max(peaks)
     cost = compiled.train_fn.cost_analysis()   # XLA's own count: every op's FLOPs, not only the dots'
@@ -213,19 +218,35 @@ def profile_shape(cfg, device, steps: int) -> dict:
                xla_bytes_accessed=cost['bytes accessed'])
     row.update(peak_flops=peak, peak_measurements=peaks, mfu=row['achieved_flops'] / peak,
                profile=breakdown(ops, times, busy_us, steps, traced_step_ms, peak))
+    row['gap'] = gap_to_peak(row['profile'], row['flops_per_step'], peak)
+    row['profile']['ops_per_step'] = executions / steps
     return row
+
+
+def gap_to_peak(prof: dict, model_flops: float, peak: float) -> dict:
+    """The traced step's milliseconds, part by part: the model's FLOPs at the peak (MFU's
+    numerator), the masked half of causal attention the dots compute anyway, the matmuls' time
+    over their FLOPs at the peak, every other op, and the time outside any op. They add up."""
+    other_ms = sum(r['ms'] for r in prof['parts'] if r['kind'] == 'other')
+    return {'model_flops_at_peak_ms': 1e3 * model_flops / peak,
+            'causal_masked_half_ms': 1e3 * (prof['matmul_flops'] - model_flops) / peak,
+            'matmuls_below_peak_ms': prof['matmul_ms'] - prof['matmul_ideal_ms'],
+            'other_ops_ms': other_ms, 'outside_any_op_ms': prof['untraced_ms']}
 
 
 def print_profile(shape: str, row: dict) -> None:
     prof = row['profile']
-    print(f'\n{shape} ({row["params"]:,} parameters): {row["step_ms"]:.0f} ms/step untraced, MFU {100 * row["mfu"]:.1f}% '
-          f'of the matmul peak {row["peak_flops"] / 1e9:.1f} GFLOP/s; '
+    print(f'\n{shape} ({row["params"]:,} parameters): {row["step_ms"]:.0f} ms/step untraced, '
+          f'MFU {100 * row["mfu"]:.1f}% of the matmul peak {row["peak_flops"] / 1e9:.1f} GFLOP/s; '
           f'matmuls {prof["matmul_ms"]:.0f} ms at {100 * prof["matmul_rate_of_peak"]:.1f}% of the peak '
           f'(ideal {prof["matmul_ideal_ms"]:.0f} ms); traced steps {prof["step_ms"]:.0f} ms, '
-          f'{prof["untraced_ms"]:.0f} of them outside any op')
+          f'{prof["untraced_ms"]:.0f} of them outside any op ({prof["ops_per_step"]:,.0f} ops ran a step)')
     print(f'FLOPs per step: the model\'s {row["flops_per_step"] / 1e9:.1f} G (MFU\'s), the dots\' '
           f'{prof["matmul_flops"] / 1e9:.1f} G (causal attention computed whole), every op\'s by XLA\'s cost '
           f'analysis {row["xla_flops"] / 1e9:.1f} G')
+    print('the traced step, part by part: ' + ', '.join(
+        f'{name.removesuffix("_ms").replace("_", " ")} {ms:.0f} ms ({100 * ms / prof["step_ms"]:.1f}%)'
+        for name, ms in row['gap'].items()))
     print(f'{"part":34} {"kind":7} {"ms/step":>8} {"share":>6}')
     for r in prof['parts']:
         print(f'{r["part"]:34} {r["kind"]:7} {r["ms"]:8.1f} {100 * r["ms"] / prof["step_ms"]:5.1f}%')

@@ -91,6 +91,10 @@ def test_the_step_profile_books_each_op_to_its_part_and_counts_the_matmuls_by_ha
     assert parts[('output head', 'matmul')]['flops'] == 6 * d * vocab * tokens
     assert row['profile']['matmul_flops'] == sum(p['flops'] for p in parts.values()) < row['xla_flops']
     assert sum(p['ms'] for p in parts.values()) == pytest.approx(row['profile']['traced_ms'], rel=1e-9)
+    gap = row['gap']   # the traced step, part by part: the parts add up to it
+    assert sum(gap.values()) == pytest.approx(row['profile']['step_ms'], rel=1e-9)
+    assert gap['causal_masked_half_ms'] == pytest.approx(  # flops.py counts causal attention as half
+        1e3 * 12 * L * L * d * layers * B / 2 / row["peak_flops"], rel=1e-9)
     assert (('rope', 'other') in parts) == (layout == 'default') and ('norms', 'other') in parts
     assert ('no source (made by XLA)', 'matmul') not in parts and ('layout copies', 'other') in parts
     assert f'{d}x{layers}' in done.stdout and 'dense projections' in done.stdout
