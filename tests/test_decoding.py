@@ -191,3 +191,85 @@ class Patient(Scripted):
 def test_the_search_goes_on_while_a_live_hypothesis_could_still_win():
     out = np.asarray(decoding.beam_search(Patient(), SOURCES[:1], 3, beam_size=1, alpha=1.0))
     assert out[0].tolist() == [2, 3, END]
+
+
+class CacheOnly(Markov):
+    """Holds decoding to its interface: the cached search must never run the whole decoder, and
+    must ask for a cache of max_len positions in the memory's dtype, feed one token a step and
+    pass every row its source's padding mask."""
+
+    def init_cache(self, rows, max_len, dtype):
+        assert (rows, max_len, dtype) == (self.rows, MAX_LEN, jnp.float32), (rows, max_len, dtype)
+        return super().init_cache(rows, max_len, dtype)
+
+    def decode(self, token_Rx1, cache, t, source_R, source_mask_RxS):
+        assert token_Rx1.shape == (self.rows, 1) and source_mask_RxS.shape == (self.rows, SOURCES.shape[1])
+        return super().decode(token_Rx1, cache, t, source_R, source_mask_RxS)
+
+    def __call__(self, source_RxS, decoder_inputs):
+        raise AssertionError('the cached search ran the whole decoder')
+
+
+class DecoderOnly(Markov):
+    """The uncached search: the whole decoder over max_len positions every step, never the cache."""
+
+    def decode(self, *args):
+        raise AssertionError('the uncached search read the cache')
+
+    def __call__(self, source_RxS, decoder_inputs):
+        assert decoder_inputs.shape[1] == MAX_LEN, decoder_inputs.shape
+        return super().__call__(source_RxS, decoder_inputs)
+
+
+@pytest.mark.parametrize('search', ['greedy', 'beam'])
+def test_searches_cache_by_default_and_keep_to_the_model_interface(search):
+    run = {'greedy': lambda model, **kw: decoding.greedy(model, SOURCES, MAX_LEN, **kw),
+           'beam': lambda model, **kw: decoding.beam_search(model, SOURCES, MAX_LEN, beam_size=2, alpha=0.6, **kw)}[search]
+    cached = CacheOnly()
+    cached.rows = len(SOURCES) * (2 if search == 'beam' else 1)
+    by_cache, whole = np.asarray(run(cached)), np.asarray(run(DecoderOnly(), cached=False))
+    np.testing.assert_array_equal(by_cache, whole)
+    np.testing.assert_array_equal(by_cache, np.asarray(run(Markov())))
+
+
+class Stops(Markov):
+    """Greedy's script by (position, last token): START then 2, END; from position 2 on, 4 (what
+    a search that did not stop at END would write); fed PAD instead of START first, 3."""
+    TABLE = np.full((MAX_LEN + 1, V, V), -5.0)
+    TABLE[0, decoding.START, 2] = TABLE[0, PAD, 3] = 0.0
+    TABLE[1, :, END] = 0.0
+    TABLE[2:, :, 4] = 0.0
+
+    def _logits(self, source_R, last_R, t, sum_R):
+        return jnp.asarray(self.TABLE, jnp.float32)[t, last_R]
+
+
+@pytest.mark.parametrize('cached', [True, False])
+def test_greedy_starts_from_start_and_pads_every_step_after_the_end(cached):
+    out = np.asarray(decoding.greedy(Stops(), SOURCES, MAX_LEN, cached=cached))
+    assert out.tolist() == [[2, END, PAD, PAD, PAD]] * len(SOURCES)
+
+
+class TwoLengths(Scripted):
+    """[END] at -2.0 against [2, END] at -2.4: at alpha 1 the penalties 1 and 7/6 give -2.0 against
+    -2.06, so the shorter wins; a penalty two tokens short (4/6 and 5/6) would rank them -3.0
+    against -2.88."""
+    TABLE = np.full((3, V), -40.0)
+    TABLE[0, END], TABLE[0, 2] = -2.0, np.log1p(-np.exp(-2.0))
+    TABLE[1, END] = -2.4 - TABLE[0, 2]
+    TABLE[1, 3] = np.log1p(-np.exp(TABLE[1, END]))
+
+
+class NeverEnds(Scripted):
+    """END impossible: nothing finishes, and the answer is the likeliest live hypothesis, 2 2 2
+    (3 3 3 second)."""
+    TABLE = np.full((3, V), -40.0)
+    TABLE[:, END] = -np.inf
+    TABLE[:, 2], TABLE[:, 3] = -0.1, -2.4
+
+
+def test_beam_search_penalises_each_finished_length_and_falls_back_to_the_best_live():
+    out = np.asarray(decoding.beam_search(TwoLengths(), SOURCES[:1], 2, beam_size=2, alpha=1.0))
+    assert out[0].tolist() == [END, PAD]
+    out = np.asarray(decoding.beam_search(NeverEnds(), SOURCES[:1], 3, beam_size=2, alpha=1.0))
+    assert out[0].tolist() == [2, 2, 2]
