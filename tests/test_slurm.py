@@ -89,13 +89,15 @@ def test_cancel_and_resubmit_two_tasks_match_one_process(cluster, tmp_path):
     assert summary['status'] == 'completed' and summary['step'] == STEPS
     assert summary['topology']['num_processes'] == 2 and summary['topology']['num_devices'] == 8
     # gloo's sums over two processes and XLA's over 8 local devices differ in the last bit, which 60
-    # steps at lr 1e-2 grow to 3e-4 (measured); a step skipped or repeated at the resume moves them 100x more
+    # steps at lr 1e-2 grow in the parameters to 1.2e-3 or 6.8e-3, by trajectory (measured: RoPE's
+    # tables rounded one ulp differently moved it from the one to the other); a step skipped at the
+    # resume moves the losses by 0.38 (planted), which the loss checks catch
     np.testing.assert_allclose(losses(workdir)[:20], losses(reference)[:20], atol=1e-5, rtol=0)
     np.testing.assert_allclose(losses(workdir), losses(reference), atol=2e-3, rtol=0)
     gaps = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))),
                         weights.load_params_flat(workdir), weights.load_params_flat(reference))
     print('largest parameter gap', max(jax.tree.leaves(gaps)))
-    assert max(jax.tree.leaves(gaps)) < 4e-3, gaps
+    assert max(jax.tree.leaves(gaps)) < 1.5e-2, gaps
 
 
 def test_a_sweep_as_an_array_job_is_collected_into_one_table(cluster, tmp_path):
