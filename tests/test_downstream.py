@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -285,3 +286,32 @@ def test_downstream_keys_may_change_on_resume_and_runs_saved_before_them_resume(
     asked = tiny_lm(**{'eval.downstream_tasks': 'piqa:rc_0shot', 'eval.downstream_every': 5}).to_dict()
     assert loop.resume_conflicts(now, asked) == []
     assert loop.resume_conflicts(now, tiny_lm(**{'optim.learning_rate': 0.5}).to_dict()) != []
+
+
+def test_buckets_are_powers_of_two_from_16_to_the_context_by_hand():
+    lengths = (1, 16, 17, 32, 33, 64, 65, 100, 128, 129, 500)
+    assert [downstream.bucket(n, 128) for n in lengths] == [16, 16, 32, 32, 64, 64, 128, 128, 128, 128, 128]
+
+
+def test_score_task_batches_each_request_once_and_times_the_scoring():
+    """Ten requests in batches of 4: three batches, every request in one, the last one's spare
+    rows weightless; the timing is of the scoring call and counts its requests and documents."""
+    from scalelab.data import tokenizer as tokenizer_lib
+    task = olmo_eval.documents('hand:five', {}, [request(d, i, 0, 'q' * (d + 1), ' ' + 'a' * (i + 1))
+                                                 for d in range(5) for i in range(2)], None)
+    calls = []
+
+    def forward(arrays):   # a model whose log-probability is minus the number of scored targets
+        calls.append(arrays)
+        return -arrays['weights'].sum(-1)
+
+    began = time.perf_counter()
+    result, info = downstream.score_task(task, tokenizer_lib.load('bytes'), forward, 64, 4, lambda a: a)
+    elapsed = time.perf_counter() - began
+    assert len(calls) == 3 and [a['inputs'].shape for a in calls] == [(4, 16)] * 3
+    assert calls[-1]['weights'][2:].sum() == 0 and all(a['weights'].sum(-1)[:2].min() > 0 for a in calls)
+    seen = sorted(int(x) for a in calls for x in a['weights'].sum(-1) if x)
+    assert seen == sorted(len(f' {"a" * (i + 1)}') for _ in range(5) for i in range(2))  # each scored once
+    assert result['acc'] == 1.0   # the shorter continuation, index 0, is gold and likelier
+    assert info['requests'] == 10 and 0 < info['seconds'] <= elapsed
+    assert info['docs_per_s'] == pytest.approx(5 / info['seconds'], rel=1e-12)
