@@ -143,6 +143,8 @@ def test_metrics_by_hand():
     # gold doc 0: 2 nats over ' abcdefgh' (9 bytes); doc 1: 3 nats over ' é' (3 UTF-8 bytes)
     assert result['bpb'] == pytest.approx((2 / math.log(2) / 9 + 3 / math.log(2) / 3) / 2, rel=1e-12)
     assert result['n'] == 2
+    one_char = olmo_eval.documents('hand:short', {}, [request(0, 0, 1, 'q', 'a'), request(0, 1, 1, 'q', ' bb')], None)
+    assert downstream.metrics(one_char, np.array([-1.0, -2.5]))['acc_per_char'] == 1.0  # -1/1 < -2.5/3
     one_choice = olmo_eval.documents('bpb:only', {}, [request(0, 0, 'answer', 'q', ' a')], None)
     assert downstream.metrics(one_choice, np.array([-math.log(2)])) == dict(acc=None, acc_per_char=None,
                                                                             bpb=0.5, n=1)
@@ -195,7 +197,8 @@ def test_a_text_the_tokenizer_cannot_encode_names_the_task_and_document():
     task = olmo_eval.documents('snow:rc_0shot', {}, [request(0, 0, 0, 'a', ' b'), request(0, 1, 0, 'a', ' c'),
                                                      request(5, 0, 0, 'a \u2603', ' b'), request(5, 1, 0, 'a', ' c')],
                                None)
-    with pytest.raises(downstream.EncodeError, match=r"snow:rc_0shot document 5: the hf tokenizer 'toy' cannot"):
+    with pytest.raises(downstream.EncodeError, match=r"snow:rc_0shot document 5: the hf tokenizer 'toy' cannot "
+                                                     r"encode it \(ValueError: no id for \u2603\)"):
         downstream.encode_task(Refusing(), task)
 
 
@@ -297,7 +300,7 @@ def test_score_task_batches_each_request_once_and_times_the_scoring():
     """Ten requests in batches of 4: three batches, every request in one, the last one's spare
     rows weightless; the timing is of the scoring call and counts its requests and documents."""
     from scalelab.data import tokenizer as tokenizer_lib
-    task = olmo_eval.documents('hand:five', {}, [request(d, i, 0, 'q' * (d + 1), ' ' + 'a' * (i + 1))
+    task = olmo_eval.documents('hand:five', {}, [request(d, i, 0, 'q' * (10 * d + 1), ' ' + 'a' * (i + 1))
                                                  for d in range(5) for i in range(2)], None)
     calls = []
 
@@ -308,7 +311,8 @@ def test_score_task_batches_each_request_once_and_times_the_scoring():
     began = time.perf_counter()
     result, info = downstream.score_task(task, tokenizer_lib.load('bytes'), forward, 64, 4, lambda a: a)
     elapsed = time.perf_counter() - began
-    assert len(calls) == 3 and [a['inputs'].shape for a in calls] == [(4, 16)] * 3
+    # longest rows first (as lm-eval orders them), each batch padded to its longest row's bucket
+    assert len(calls) == 3 and [a['inputs'].shape for a in calls] == [(4, 64), (4, 32), (4, 16)]
     assert calls[-1]['weights'][2:].sum() == 0 and all(a['weights'].sum(-1)[:2].min() > 0 for a in calls)
     seen = sorted(int(x) for a in calls for x in a['weights'].sum(-1) if x)
     assert seen == sorted(len(f' {"a" * (i + 1)}') for _ in range(5) for i in range(2))  # each scored once
