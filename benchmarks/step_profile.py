@@ -200,9 +200,7 @@ def profile_shape(cfg, device, steps: int) -> dict:
     from step_throughput import CompiledStep, measure_peak
     peaks = [measure_peak(device, 'float32')]
     compiled = CompiledStep(cfg, [device])
-    for i in range(steps + 2):
-        compiled.step(timed=i >= 2)
-    row = compiled.result()
+    row = compiled.timed(steps)
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             start = time.perf_counter()
@@ -276,6 +274,7 @@ def main():
         print_profile(shape, rows[shape])
     write_result(dict(host=platform.node(), platform=device.platform, jax=jax.__version__, layout=args.layout,
                       seq=args.seq, batch=args.batch, shapes=rows), args.out, '{host}-profile.json')
+
 
 if __name__ == '__main__':
     main()

@@ -108,9 +108,7 @@ def report_gpt2(args, devices) -> dict:
     device = devices[0]
     peaks = [measure_peak(device, args.dtype)]
     compiled = CompiledStep(gpt2_config(args), devices[:1])
-    for i in range(args.steps + 2):
-        compiled.step(timed=i >= 2)
-    row = compiled.result()
+    row = compiled.timed(args.steps)
     peaks.append(measure_peak(device, args.dtype))
     vendor = flops.device_peak_flops(device, args.dtype) if device.platform != 'cpu' else None
     row.update(preset='gpt2', dtype=args.dtype, seq=compiled.cfg.data.seq_len, batch=compiled.cfg.train.global_batch,
@@ -150,6 +148,18 @@ class CompiledStep:
         self.flops_per_step = the_plan.flops_per_step
         self.times = []
 
+    def warm_up(self) -> None:
+        """Two untimed steps: the first ones also allocate and settle the state's buffers."""
+        self.step(timed=False)
+        self.step(timed=False)
+
+    def timed(self, steps: int) -> dict:
+        """`steps` timed steps after the warm-up, and the result."""
+        self.warm_up()
+        for _ in range(steps):
+            self.step()
+        return self.result()
+
     def step(self, timed: bool = True) -> None:
         import jax
         start = time.perf_counter()
@@ -170,18 +180,14 @@ class CompiledStep:
 
 def measure_step(cfg, devices, steps: int) -> dict:
     """Compile time and median step time (after two warm-up steps) on `devices`."""
-    compiled = CompiledStep(cfg, devices)
-    for i in range(steps + 2):
-        compiled.step(timed=i >= 2)
-    return compiled.result()
+    return CompiledStep(cfg, devices).timed(steps)
 
 
 def measure_alternating(runs: list[CompiledStep], steps: int) -> list[dict]:
     """Steps of several programs taken in turn, so a drift in the machine's speed
     falls on all of them alike."""
     for run in runs:
-        run.step(timed=False)
-        run.step(timed=False)
+        run.warm_up()
     for _ in range(steps):
         for run in runs:
             run.step()
