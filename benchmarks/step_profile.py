@@ -261,10 +261,11 @@ def main():
     p.add_argument('--steps', type=int, default=3, help='steps timed, then steps traced, per shape')
     p.add_argument('--out', default=None, help='JSON path (default benchmarks/results/<host>-profile.json)')
     args = p.parse_args()
+    from step_throughput import check_shapes, shape_config
+    check_shapes(p, args.shapes)
     args.dtype = 'float32'
     import jax
     from harness import write_result
-    from step_throughput import shape_config
     device = jax.devices()[0]
     layout = {} if args.layout == 'default' else dict(norm='layernorm', position='learned', max_len=args.seq)
     rows = {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -58,11 +59,19 @@ def parse_args():
     p.add_argument('--quick', action='store_true', help='tiny shapes and few steps: checks the script runs')
     p.add_argument('--out', default=None, help='JSON path (default benchmarks/results/<host>.json)')
     args = p.parse_args()
+    check_shapes(p, args.shapes)
     args.dtype = args.dtype or ('bfloat16' if args.preset else 'float32')
     if args.quick:
         args.shapes, args.dp_shape, args.loop_shape, args.seq, args.batch = '64x2', '64x2', '64x2', 64, 8
         args.steps, args.scan_d_model, args.scan_layers = 2, 64, '2,4'
     return args
+
+
+def check_shapes(parser: argparse.ArgumentParser, shapes: str) -> None:
+    """--shapes must be d_model x n_layers pairs such as 512x8, comma separated."""
+    bad = [s for s in shapes.split(',') if not re.fullmatch(r'[1-9]\d*x[1-9]\d*', s)]
+    if bad:
+        parser.error(f'--shapes: {", ".join(map(repr, bad))} is not d_model x n_layers; valid: e.g. 512x8,1024x8')
 
 
 def shape_config(d_model: int, n_layers: int, args, **model):

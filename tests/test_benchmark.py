@@ -98,3 +98,10 @@ def test_the_step_profile_books_each_op_to_its_part_and_counts_the_matmuls_by_ha
     assert (('rope', 'other') in parts) == (layout == 'default') and ('norms', 'other') in parts
     assert ('no source (made by XLA)', 'matmul') not in parts and ('layout copies', 'other') in parts
     assert f'{d}x{layers}' in done.stdout and 'dense projections' in done.stdout
+
+
+@pytest.mark.parametrize('script', ['step_profile.py', 'step_throughput.py'])
+def test_a_malformed_shape_is_one_line_and_exit_2(script):
+    done = subprocess.run([sys.executable, f'benchmarks/{script}', '--shapes', '512x8,512'], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--shapes: '512' is not d_model x n_layers" in done.stderr.splitlines()[-1]
