@@ -63,8 +63,7 @@ class Optimum:
     theta: np.ndarray
     objective: float
     at_bounds: tuple[int, ...] = ()   # indices of theta on an edge of the search box
-    lower: tuple[float, ...] = ()     # the box
-    upper: tuple[float, ...] = ()
+    lower: tuple[float, ...] = ()     # the box's lower edge: which edge each of at_bounds is on
 
 
 def lbfgs_batched(fun: Callable, x_SxP: np.ndarray, *, lower_P: np.ndarray | None = None,
@@ -110,7 +109,6 @@ def lbfgs_batched(fun: Callable, x_SxP: np.ndarray, *, lower_P: np.ndarray | Non
         d = -r
         slope = np.einsum('sp,sp->s', g, d)
         d = np.where((slope < 0)[:, None], d, -g)  # not a descent direction: steepest descent
-        slope = np.einsum('sp,sp->s', g, d)
         step = np.ones(len(idx))
         f_new, g_new = np.full(len(idx), np.inf), np.zeros_like(g)
         pending = np.arange(len(idx))
@@ -180,8 +178,7 @@ def minimize_from_starts(log_x_KxN, log_loss_N, starts_SxP: np.ndarray, delta: f
         result = minimize(lse_objective, start, args=(log_x_KxN, log_loss_N, delta), jac=True, method='L-BFGS-B',
                           bounds=list(zip(lower, upper)), options=_POLISH)
         edge = tuple(int(i) for i in np.flatnonzero((result.x - lower <= BOUND_TOL) | (upper - result.x <= BOUND_TOL)))
-        refined.append(Optimum(result.x, float(result.fun), edge, tuple(float(v) for v in lower),
-                               tuple(float(v) for v in upper)))
+        refined.append(Optimum(result.x, float(result.fun), edge, tuple(float(v) for v in lower)))
     refined.sort(key=lambda o: o.objective)
     distinct = [refined[0]]
     for o in refined[1:]:
