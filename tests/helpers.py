@@ -24,6 +24,16 @@ STDLIB_JSON = str(text.stdlib_dir() / 'json')  # five small files: a quick real 
 HF_CONTEXT = 64  # positions of the random GPT-2 the conftest's hf_dir fixture saves
 
 
+def noisy(loss, rel, seed):
+    """`loss` times log-normal noise of relative size `rel`: what a measured loss table looks like."""
+    return loss * np.exp(np.random.default_rng(seed).normal(0, rel, size=np.shape(loss)))
+
+
+def every_pair(N_axis, D_axis) -> list[np.ndarray]:
+    """(N, D) columns holding every pair of the two axes: a Chinchilla table's full grid."""
+    return [a.ravel() for a in np.meshgrid(N_axis, D_axis)]
+
+
 def tiny_lm(**overrides):
     """A 2-layer LM small enough that 20 steps take a second or two."""
     cfg = config.base_config('transformer')

@@ -14,13 +14,9 @@ import pytest
 from scalelab.core import files
 from scalelab.science import scaling
 from scalelab.sweep import checks, results
-from tests.helpers import REPO
+from tests.helpers import REPO, every_pair, noisy
 
 N_GRID = np.geomspace(1e4, 1e7, 10)
-
-
-def noisy(loss, rel, seed):
-    return loss * np.exp(np.random.default_rng(seed).normal(0, rel, size=np.shape(loss)))
 
 
 def power_table(N, loss):
@@ -38,7 +34,7 @@ def test_a_well_posed_noisy_power_law_gives_no_warnings_and_real_intervals():
 
 def test_a_well_posed_chinchilla_table_gives_no_warnings():
     truth = scaling.Chinchilla(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.28)
-    N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1e6, 1e9, 6), np.geomspace(1e8, 1e11, 6)))
+    N, D = every_pair(np.geomspace(1e6, 1e9, 6), np.geomspace(1e8, 1e11, 6))
     data = {'N': N, 'D': D, 'loss': noisy(truth.predict(N, D), 0.003, seed=1)}
     fit = results.fit_table(data, 'chinchilla', bootstrap=20)
     assert fit.report['warnings'] == []

@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 
 from scalelab.science import scaling
-from tests.helpers import REPO
+from tests.helpers import REPO, every_pair, noisy
 
 CHINCHILLA_CSV = REPO / 'experiments' / 'data' / 'chinchilla_svg_extracted_data.csv'
-
-
-def noisy(loss, rel, seed):
-    return loss * np.exp(np.random.default_rng(seed).normal(0, rel, size=np.shape(loss)))
 
 
 def test_huber_objective_gradient_matches_finite_differences():
@@ -40,7 +36,7 @@ def test_power_law_recovers_known_parameters():
 
 def test_chinchilla_recovers_known_parameters():
     truth = scaling.Chinchilla(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.28)
-    N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1e6, 1e9, 7), np.geomspace(1e8, 1e11, 7)))
+    N, D = every_pair(np.geomspace(1e6, 1e9, 7), np.geomspace(1e8, 1e11, 7))
     loss = noisy(truth.predict(N, D), 0.002, seed=2)
     g = scaling.HOFFMANN_GRID  # every other start: enough for clean synthetic data
     starts = scaling.grid(g['a'][::2], g['b'][::2], g['alpha'], g['beta'], g['e'][::2])
@@ -140,7 +136,8 @@ def test_lbfgs_batched_finds_rosenbrocks_minimum_at_scipys_cost():
     falls back to steepest descent thousands."""
     from scipy.optimize import minimize, rosen, rosen_der
     starts_SxP = np.array([[-1.2, 1.0], [2.0, -1.0], [0.0, 3.0]])
-    fun, calls = recording(lambda x_SxP: (np.array([rosen(x) for x in x_SxP]), np.array([rosen_der(x) for x in x_SxP])))
+    fun, calls = recording(lambda x_SxP: (np.array([rosen(x) for x in x_SxP]),
+                                          np.array([rosen_der(x) for x in x_SxP])))
     x_SxP, f_S = scaling.lbfgs_batched(fun, starts_SxP)
     references = [minimize(rosen, s, jac=rosen_der, method='L-BFGS-B') for s in starts_SxP]
     np.testing.assert_allclose(x_SxP, [r.x for r in references], atol=1e-5)
@@ -238,7 +235,7 @@ def small_chinchilla_grid():
     return scaling.grid(g['a'][::2], g['b'][::2], g['alpha'][1::2], g['beta'][1::2], g['e'][::2])
 
 
-CHINCHILLA_NxD = [a.ravel() for a in np.meshgrid(np.geomspace(1e6, 1e9, 4), np.geomspace(1e8, 1e11, 4))]
+CHINCHILLA_NxD = every_pair(np.geomspace(1e6, 1e9, 4), np.geomspace(1e8, 1e11, 4))
 
 
 def test_each_fit_reports_its_objective_at_the_huber_delta_it_was_given():
@@ -249,8 +246,8 @@ def test_each_fit_reports_its_objective_at_the_huber_delta_it_was_given():
     loss = noisy(1.5 + 40.0 * N ** -0.3, 0.01, seed=3)
     law, _ = scaling.fit_power_law(N, loss, delta=0.05)
     theta = [math.log(law.A), law.alpha, math.log(law.E)]
-    assert law.objective == pytest.approx(scaling.lse_objective(np.array(theta), np.log(N)[None], np.log(loss), 0.05)[0],
-                                          rel=1e-9)
+    assert law.objective == pytest.approx(
+        scaling.lse_objective(np.array(theta), np.log(N)[None], np.log(loss), 0.05)[0], rel=1e-9)
     assert law.objective > 2 * scaling.fit_power_law(N, loss)[0].objective
 
     N, D = CHINCHILLA_NxD
@@ -284,12 +281,14 @@ def test_minimize_from_starts_searches_the_box_with_its_delta_and_keeps_distinct
     handed = {}
     real_lbfgs = scaling.lbfgs_batched
 
-    def recording(fun, x_SxP, **box):
+    def noting_what_it_is_handed(fun, x_SxP, **box):
         handed.update(box, value=fun(np.zeros((1, 3)))[0])
         return real_lbfgs(fun, x_SxP, **box)
-    monkeypatch.setattr(scaling, 'lbfgs_batched', recording)
-    on_floor, half, quarter = [-14.0, 1.0, 0.0], [math.log(0.5), 0.0, math.log(0.5)], [math.log(0.25), 0.0, math.log(0.75)]
-    optima = scaling.minimize_from_starts(log_x_1xN, log_loss_N, np.array([on_floor, half, quarter, on_floor]), delta=0.3)
+    monkeypatch.setattr(scaling, 'lbfgs_batched', noting_what_it_is_handed)
+    on_floor, half = [-14.0, 1.0, 0.0], [math.log(0.5), 0.0, math.log(0.5)]
+    quarter = [math.log(0.25), 0.0, math.log(0.75)]
+    optima = scaling.minimize_from_starts(log_x_1xN, log_loss_N, np.array([on_floor, half, quarter, on_floor]),
+                                          delta=0.3)
     assert len(optima) == 3
     for found, start in zip(sorted(o.theta.tolist() for o in optima), sorted([on_floor, half, quarter])):
         np.testing.assert_allclose(found, start, atol=1e-6)
@@ -308,7 +307,7 @@ def test_fits_name_an_exponent_left_on_its_upper_bound():
     law, _ = scaling.fit_power_law(x, 1.0 + 50.0 * x ** -8.0)
     assert law.alpha == pytest.approx(scaling.MAX_EXPONENT, abs=1e-9)
     assert law.at_bounds == ('alpha upper',)
-    N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1.5, 5, 4), np.geomspace(1e8, 1e11, 4)))
+    N, D = every_pair(np.geomspace(1.5, 5, 4), np.geomspace(1e8, 1e11, 4))
     law, _ = scaling.fit_chinchilla(N, D, 1.0 + 50.0 * N ** -8.0 + 1500.0 * D ** -0.28, starts=small_chinchilla_grid())
     assert law.alpha == pytest.approx(scaling.MAX_EXPONENT, abs=1e-9)
     assert law.at_bounds == ('alpha upper',)
